@@ -1,0 +1,234 @@
+"""Fake (meta) kernels and autograd formulas of the torch.ops.convext ops.
+
+The C++ side defines the schemas and the backend kernels; here each op gets a
+fake kernel (output size, dtype and layout, for torch.compile and meta tensors)
+and a derivative. Every derivative is written with convext ops, which are
+differentiable themselves, so double backward works.
+"""
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+from . import _C  # noqa: F401  (loads the schemas and kernels)
+
+ops = torch.ops.convext
+
+
+# -- shapes (mirrors csrc/shape.h for fake tensors, which may carry SymInts) --
+
+def _conv_output_size(size, kernel, stride, pad, dilation):
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _conv_memory_format(input, weight):
+    channels_last = torch.channels_last in (suggest_memory_format(input), suggest_memory_format(weight))
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _empty(size, like, memory_format, dtype=None):
+    return torch.empty(size, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format)
+
+
+def _pool_memory_format(input):
+    return torch.channels_last if suggest_memory_format(input) == torch.channels_last else torch.contiguous_format
+
+
+# -- conv2d -----------------------------------------------------------------
+
+@torch.library.register_fake("convext::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    size = [input.shape[0], weight.shape[0]] + [
+        _conv_output_size(input.shape[i + 2], weight.shape[i + 2], stride[i], padding[i], dilation[i])
+        for i in range(2)
+    ]
+    return _empty(size, input, _conv_memory_format(input, weight))
+
+
+@torch.library.register_fake("convext::conv2d_backward_input")
+def _conv2d_backward_input_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    return _empty(input.shape, input, _conv_memory_format(input, weight))
+
+
+@torch.library.register_fake("convext::conv2d_backward_weight")
+def _conv2d_backward_weight_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    return _empty(weight.shape, weight, _conv_memory_format(input, weight))
+
+
+@torch.library.register_fake("convext::conv2d_backward_bias")
+def _conv2d_backward_bias_fake(grad_output):
+    return grad_output.new_empty(grad_output.shape[1])
+
+
+def _conv2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.params = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+    grad_input = grad_weight = grad_bias = None
+    if needs_input:
+        grad_input = ops.conv2d_backward_input(grad_output, input, weight, *ctx.params)
+    if needs_weight:
+        grad_weight = ops.conv2d_backward_weight(grad_output, input, weight, *ctx.params)
+    if ctx.has_bias and needs_bias:
+        grad_bias = ops.conv2d_backward_bias(grad_output)
+    return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+torch.library.register_autograd("convext::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
+
+
+# backward_input(gy, x, w) is linear in (gy, w): its transpose in gy is the
+# forward conv, in w the weight gradient. Likewise for backward_weight.
+def _conv2d_backward_setup(ctx, inputs, output):
+    grad_output, input, weight, *params = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.params = params
+
+
+def _conv2d_backward_input_backward(ctx, grad):
+    grad_output, input, weight = ctx.saved_tensors
+    needs_grad_output, _, needs_weight = ctx.needs_input_grad[:3]
+    d_grad_output = d_weight = None
+    if needs_grad_output:
+        d_grad_output = ops.conv2d(grad, weight, None, *ctx.params)
+    if needs_weight:
+        d_weight = ops.conv2d_backward_weight(grad_output, grad, weight, *ctx.params)
+    return d_grad_output, None, d_weight, None, None, None, None
+
+
+torch.library.register_autograd(
+    "convext::conv2d_backward_input", _conv2d_backward_input_backward,
+    setup_context=_conv2d_backward_setup,
+)
+
+
+def _conv2d_backward_weight_backward(ctx, grad):
+    grad_output, input, weight = ctx.saved_tensors
+    needs_grad_output, needs_input = ctx.needs_input_grad[:2]
+    d_grad_output = d_input = None
+    if needs_grad_output:
+        d_grad_output = ops.conv2d(input, grad, None, *ctx.params)
+    if needs_input:
+        d_input = ops.conv2d_backward_input(grad_output, input, grad, *ctx.params)
+    return d_grad_output, d_input, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "convext::conv2d_backward_weight", _conv2d_backward_weight_backward,
+    setup_context=_conv2d_backward_setup,
+)
+
+
+def _conv2d_backward_bias_setup(ctx, inputs, output):
+    ctx.grad_output_shape = inputs[0].shape
+
+
+def _conv2d_backward_bias_backward(ctx, grad):
+    return grad.view(1, -1, 1, 1).expand(ctx.grad_output_shape)
+
+
+torch.library.register_autograd(
+    "convext::conv2d_backward_bias", _conv2d_backward_bias_backward,
+    setup_context=_conv2d_backward_bias_setup,
+)
+
+
+# -- max_pool2d -------------------------------------------------------------
+
+@torch.library.register_fake("convext::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    size = list(input.shape[:2]) + [
+        _pool_output_size(input.shape[i + 2], kernel_size[i], stride[i], padding[i], dilation[i], ceil_mode)
+        for i in range(2)
+    ]
+    memory_format = _pool_memory_format(input)
+    return _empty(size, input, memory_format), _empty(size, input, memory_format, torch.int64)
+
+
+@torch.library.register_fake("convext::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, indices):
+    return _empty(input.shape, input, _pool_memory_format(input))
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _max_pool2d_backward(ctx, grad_output, _grad_indices):
+    input, indices = ctx.saved_tensors
+    return ops.max_pool2d_backward(grad_output, input, indices), None, None, None, None, None
+
+
+torch.library.register_autograd("convext::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup)
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+
+
+def _max_pool2d_backward_backward(ctx, grad):
+    # The backward scatters grad_output to the argmax positions; its transpose
+    # gathers from them.
+    (indices,) = ctx.saved_tensors
+    gathered = grad.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+    return gathered, None, None
+
+
+torch.library.register_autograd(
+    "convext::max_pool2d_backward", _max_pool2d_backward_backward, setup_context=_max_pool2d_backward_setup
+)
+
+
+# -- avg_pool2d -------------------------------------------------------------
+
+@torch.library.register_fake("convext::avg_pool2d")
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    size = list(input.shape[:2]) + [
+        _pool_output_size(input.shape[i + 2], kernel_size[i], stride[i], padding[i], 1, ceil_mode)
+        for i in range(2)
+    ]
+    return _empty(size, input, _pool_memory_format(input))
+
+
+@torch.library.register_fake("convext::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(grad_output, input, *params):
+    return _empty(input.shape, input, _pool_memory_format(input))
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.params = inputs[1:]
+
+
+def _avg_pool2d_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    return (ops.avg_pool2d_backward(grad_output, input, *ctx.params),) + (None,) * len(ctx.params)
+
+
+torch.library.register_autograd("convext::avg_pool2d", _avg_pool2d_backward, setup_context=_avg_pool2d_setup)
+
+
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.params = inputs[2:]
+
+
+def _avg_pool2d_backward_backward(ctx, grad):
+    # avg_pool2d is linear: the transpose of its backward is itself.
+    return (ops.avg_pool2d(grad, *ctx.params), None) + (None,) * len(ctx.params)
+
+
+torch.library.register_autograd(
+    "convext::avg_pool2d_backward", _avg_pool2d_backward_backward, setup_context=_avg_pool2d_backward_setup
+)

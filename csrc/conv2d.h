@@ -1,0 +1,18 @@
+#pragma once
+#include <optional>
+
+#include "checks.h"
+
+namespace convext {
+
+// Validates a conv2d call and returns its shape. Shared by the forward and the
+// backward ops of every backend.
+Conv2dShape conv2d_check(const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                         const char* op);
+
+// torch's rule: channels_last when either the input or the weight is.
+at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
+}  // namespace convext

@@ -1,0 +1,127 @@
+#pragma once
+// Shape math shared by every op and backend: output sizes and which taps of a
+// sliding window land inside the input. Plain C++ so that CUDA code can use it.
+#include <algorithm>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define CONVEXT_HOST_DEVICE __host__ __device__
+#else
+#define CONVEXT_HOST_DEVICE
+#endif
+
+namespace convext {
+
+// Division rounding toward -infinity, as torch's pooling shape rule uses.
+inline int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// Requires ceil_div's b > 0 and a >= 0.
+CONVEXT_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Extent of a dilated kernel: the span of input it covers.
+inline int64_t dilated_extent(int64_t kernel, int64_t dilation) {
+  return dilation * (kernel - 1) + 1;
+}
+
+inline int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride,
+                                int64_t pad, int64_t dilation) {
+  return (in + 2 * pad - dilated_extent(kernel, dilation)) / stride + 1;
+}
+
+// torch's pooling rule: ceil_mode rounds up, but the last window must still
+// start inside the input or its left padding.
+inline int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride,
+                                 int64_t pad, int64_t dilation, bool ceil_mode) {
+  int64_t out = floor_div(in + 2 * pad - dilated_extent(kernel, dilation) +
+                              (ceil_mode ? stride - 1 : 0),
+                          stride) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) {
+    --out;
+  }
+  return out;
+}
+
+struct Range {
+  int64_t begin, end;  // [begin, end), empty when begin >= end
+};
+
+// One spatial axis of a sliding window: output o reads input positions
+// o * stride - pad + k * dilation for taps k in [0, kernel).
+struct WindowAxis {
+  int64_t in_size, out_size, kernel, stride, pad, dilation;
+
+  CONVEXT_HOST_DEVICE int64_t origin(int64_t o) const { return o * stride - pad; }
+
+  // Taps of output o that land inside [0, in_size): the rest read padding.
+  CONVEXT_HOST_DEVICE Range taps(int64_t o) const {
+    const int64_t first = origin(o);
+    const int64_t begin = first < 0 ? ceil_div(-first, dilation) : 0;
+    const int64_t end = first < in_size
+                            ? std::min(kernel, ceil_div(in_size - first, dilation))
+                            : 0;
+    return {begin, std::max(begin, end)};
+  }
+
+  // Outputs whose tap k lands inside the input: the transpose of taps().
+  CONVEXT_HOST_DEVICE Range outputs_reading_tap(int64_t k) const {
+    const int64_t shift = pad - k * dilation;  // input = o * stride - shift
+    const int64_t begin = shift > 0 ? ceil_div(shift, stride) : 0;
+    const int64_t end = in_size + shift > 0
+                            ? std::min(out_size, ceil_div(in_size + shift, stride))
+                            : 0;
+    return {begin, std::max(begin, end)};
+  }
+
+  // The output that reads input i through tap k, or -1 when none does.
+  CONVEXT_HOST_DEVICE int64_t output_reading(int64_t i, int64_t k) const {
+    const int64_t t = i + pad - k * dilation;
+    if (t < 0 || t % stride != 0 || t / stride >= out_size) {
+      return -1;
+    }
+    return t / stride;
+  }
+};
+
+struct Conv2dShape {
+  int64_t batch, in_channels, out_channels, groups;
+  WindowAxis h, w;
+
+  int64_t in_per_group() const { return in_channels / groups; }
+  int64_t out_per_group() const { return out_channels / groups; }
+};
+
+struct Pool2dShape {
+  int64_t batch, channels;
+  WindowAxis h, w;
+};
+
+// avg_pool2d's window for one output: the input rows and columns it averages
+// and torch's divisor for it (divisor_override == 0 means none).
+struct AvgWindow {
+  Range rows, cols;
+  int64_t divisor;
+};
+
+CONVEXT_HOST_DEVICE inline AvgWindow avg_window(const Pool2dShape& s, int64_t oh, int64_t ow,
+                                                bool count_include_pad,
+                                                int64_t divisor_override) {
+  const int64_t h0 = s.h.origin(oh), w0 = s.w.origin(ow);
+  // The window clipped to the padded input counts padding; clipped to the input, it does not.
+  const int64_t h1 = std::min(h0 + s.h.kernel, s.h.in_size + s.h.pad);
+  const int64_t w1 = std::min(w0 + s.w.kernel, s.w.in_size + s.w.pad);
+  const Range rows{std::max<int64_t>(h0, 0), std::min(h1, s.h.in_size)};
+  const Range cols{std::max<int64_t>(w0, 0), std::min(w1, s.w.in_size)};
+  int64_t divisor = divisor_override;
+  if (divisor == 0) {
+    divisor = count_include_pad ? (h1 - h0) * (w1 - w0)
+                                : (rows.end - rows.begin) * (cols.end - cols.begin);
+  }
+  return {rows, cols, divisor};
+}
+
+}  // namespace convext

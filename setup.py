@@ -1,0 +1,45 @@
+"""Builds convext._C: the C++ (and, with a CUDA torch, CUDA) kernels of convext's ops.
+
+Environment:
+  MAX_JOBS           parallel compile jobs (honoured by torch's build_ext)
+  CONVEXT_CXXFLAGS   extra C++ flags, e.g. "-march=native" (default: none)
+  FORCE_CUDA=1       build the CUDA kernels even when no GPU is visible
+"""
+
+import glob
+import os
+import shlex
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def cpu_sources():
+    files = ["csrc/module.cpp", "csrc/checks.cpp", "csrc/conv2d.cpp", "csrc/max_pool2d.cpp",
+             "csrc/avg_pool2d.cpp"]
+    return files + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
+
+
+def extension():
+    # -fopenmp makes at::parallel_for parallel; it resolves to the libgomp torch
+    # already loaded, so torch.set_num_threads rules convext's threads too.
+    cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    cxx_flags += shlex.split(os.environ.get("CONVEXT_CXXFLAGS", ""))
+    return CppExtension(
+        name="convext._C",
+        sources=cpu_sources(),
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+print(f"convext: building backends: cpu (torch {torch.__version__})")
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+)
