@@ -40,10 +40,19 @@ def _pool_memory_format(input):
     return torch.channels_last if suggest_memory_format(input) == torch.channels_last else torch.contiguous_format
 
 
+def _check_devices(op, input, **others):
+    """A Meta tensor beside real ones sends the call here, not to a kernel:
+    reject mixed devices as the kernels do."""
+    for name, t in others.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"convext.{op}: expected {name} on the device of input ({input.device}), got {t.device}")
+
+
 # -- conv2d -----------------------------------------------------------------
 
 @torch.library.register_fake("convext::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    _check_devices("conv2d", input, weight=weight, bias=bias)
     size = [input.shape[0], weight.shape[0]] + [
         _conv_output_size(input.shape[i + 2], weight.shape[i + 2], stride[i], padding[i], dilation[i])
         for i in range(2)
@@ -53,11 +62,13 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
 
 @torch.library.register_fake("convext::conv2d_backward_input")
 def _conv2d_backward_input_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    _check_devices("conv2d_backward_input", input, grad_output=grad_output, weight=weight)
     return _empty(input.shape, input, _conv_memory_format(input, weight))
 
 
 @torch.library.register_fake("convext::conv2d_backward_weight")
 def _conv2d_backward_weight_fake(grad_output, input, weight, stride, padding, dilation, groups):
+    _check_devices("conv2d_backward_weight", input, grad_output=grad_output, weight=weight)
     return _empty(weight.shape, weight, _conv_memory_format(input, weight))
 
 
@@ -159,6 +170,7 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 @torch.library.register_fake("convext::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices):
+    _check_devices("max_pool2d_backward", input, grad_output=grad_output, indices=indices)
     return _empty(input.shape, input, _pool_memory_format(input))
 
 
@@ -204,6 +216,7 @@ def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_inclu
 
 @torch.library.register_fake("convext::avg_pool2d_backward")
 def _avg_pool2d_backward_fake(grad_output, input, *params):
+    _check_devices("avg_pool2d_backward", input, grad_output=grad_output)
     return _empty(input.shape, input, _pool_memory_format(input))
 
 

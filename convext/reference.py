@@ -35,7 +35,7 @@ def corr2d(X, K):
 
 def corr2d_multi_in(X, K):
     """Several input channels: correlate each with its kernel and add up."""
-    return sum(corr2d(x, k) for x, k in zip(X, K))
+    return sum(corr2d(x, k) for x, k in zip(X, K, strict=True))
 
 
 def corr2d_multi_in_out(X, K):
@@ -71,28 +71,28 @@ def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """input (N, C, H, W), weight (O, C / groups, kh, kw) -> (N, O, out_h, out_w)."""
+    """input (N, C, H, W), weight (C_out, C / groups, kh, kw) -> (N, C_out, out_h, out_w)."""
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     N, C, H, W = input.shape
-    O, C_group, kh, kw = weight.shape
-    O_group = O // groups
+    C_out, C_group, kh, kw = weight.shape
+    C_out_group = C_out // groups
 
     X = torch.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=input.dtype, device=input.device)  # zero padding
     X[:, :, ph:ph + H, pw:pw + W] = input
     out_h = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     out_w = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
-    Y = torch.zeros((N, O, out_h, out_w), dtype=input.dtype, device=input.device)
+    Y = torch.zeros((N, C_out, out_h, out_w), dtype=input.dtype, device=input.device)
     for i in range(out_h):
         for j in range(out_w):
             # The input window of output (i, j): kh x kw taps, dilation apart.
             window = X[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw]
             for g in range(groups):
                 x = window[:, g * C_group:(g + 1) * C_group]  # (N, C_group, kh, kw)
-                k = weight[g * O_group:(g + 1) * O_group]  # (O_group, C_group, kh, kw)
-                Y[:, g * O_group:(g + 1) * O_group, i, j] = (x[:, None] * k[None]).sum(dim=(2, 3, 4))
+                k = weight[g * C_out_group:(g + 1) * C_out_group]  # (C_out_group, C_group, kh, kw)
+                Y[:, g * C_out_group:(g + 1) * C_out_group, i, j] = (x[:, None] * k[None]).sum(dim=(2, 3, 4))
     if bias is not None:
-        Y = Y + bias.view(1, O, 1, 1)
+        Y = Y + bias.view(1, C_out, 1, 1)
     return Y
 
 

@@ -1,0 +1,87 @@
+"""convext.avg_pool2d against the naive reference and torch, forward and gradient."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import (
+    LAYOUTS,
+    assert_close,
+    assert_same_results,
+    case_id,
+    cases,
+    is_channels_last,
+    random_pool_case,
+    with_layout,
+)
+
+import convext
+from convext import reference
+
+
+def random_avg_case(rng, max_size=10):
+    case = random_pool_case(rng, max_size=max_size, dilation=False)
+    options = dict(count_include_pad=rng.random() < 0.5, divisor_override=rng.choice([None, None, 1, 3, -2]))
+    return case, options
+
+
+def avg_args(case, options):
+    return dict(kernel_size=case.kernel, stride=case.stride, padding=case.padding, ceil_mode=case.ceil_mode,
+                **options)
+
+
+def avg_case_id(case_and_options):
+    case, options = case_and_options
+    return case_id(case) + "," + ",".join(f"{k}={v}" for k, v in options.items())
+
+
+@pytest.mark.parametrize("case_and_options", cases(random_avg_case, 30, seed=21), ids=avg_case_id)
+def test_forward_and_grad_match_reference(case_and_options):
+    args = avg_args(*case_and_options)
+    case = case_and_options[0]
+    x = torch.randn(case.batch, case.channels, *case.size, dtype=torch.float64, requires_grad=True)
+    assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: reference.avg_pool2d(x, **args), [x])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case_and_options", cases(random_avg_case, 30, seed=22, max_size=24), ids=avg_case_id)
+def test_forward_and_grad_match_torch(case_and_options, dtype, device):
+    args = avg_args(*case_and_options)
+    case = case_and_options[0]
+    x = torch.randn(case.batch, case.channels, *case.size, dtype=dtype, device=device, requires_grad=True)
+    out, (grad,), ref, (ref_grad,) = assert_same_results(
+        lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_any_layout_gives_torchs_values_and_layout(layout, device):
+    x = with_layout(torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device), layout).requires_grad_()
+    args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True, count_include_pad=False)
+    out, (grad,), ref, (ref_grad,) = assert_same_results(
+        lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
+    assert is_channels_last(out) == is_channels_last(ref)
+    assert is_channels_last(grad) == is_channels_last(ref_grad)
+
+
+def test_stride_defaults_to_kernel_size_and_unbatched_input_works():
+    x = torch.randn(3, 9, 8)
+    assert_close(convext.avg_pool2d(x, 3), F.avg_pool2d(x, 3))
+    assert_close(convext.avg_pool2d(x, (2, 3), padding=1), F.avg_pool2d(x, (2, 3), padding=1))
+
+
+def test_empty_batch():
+    x = torch.randn(0, 2, 6, 6, requires_grad=True)
+    out = convext.avg_pool2d(x, 2)
+    assert out.shape == (0, 2, 3, 3)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradcheck_and_gradgradcheck(seed):
+    case, options = random_avg_case(random.Random(100 + seed), max_size=6)
+    args = avg_args(case, options)
+    x = torch.randn(case.batch, case.channels, *case.size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: convext.avg_pool2d(x, **args), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: convext.avg_pool2d(x, **args), (x,))

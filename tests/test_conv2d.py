@@ -1,0 +1,171 @@
+"""convext.conv2d against the naive reference and torch, forward and every gradient."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import (
+    LAYOUTS,
+    ConvCase,
+    assert_close,
+    assert_same_results,
+    case_id,
+    cases,
+    is_channels_last,
+    random_conv_case,
+    with_layout,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convext
+from convext import reference
+
+REFERENCE_CASES = cases(random_conv_case, 30, seed=1)
+TORCH_CASES = cases(random_conv_case, 30, seed=2, max_size=20, max_group_channels=6)
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=case_id)
+def test_forward_and_grads_match_reference(case):
+    inputs = case.tensors(torch.float64)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *case.args()),
+        lambda x, w, b: reference.conv2d(x, w, b, *case.args()),
+        inputs,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
+def test_forward_and_grads_match_torch(case, dtype, device):
+    inputs = case.tensors(dtype, device)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *case.args()),
+        lambda x, w, b: F.conv2d(x, w, b, *case.args()),
+        inputs,
+    )
+
+
+@pytest.mark.parametrize("weight_layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("input_layout", LAYOUTS)
+def test_any_layout_gives_torchs_values_and_layout(input_layout, weight_layout, device):
+    case = ConvCase(2, 6, 4, (11, 9), (3, 2), (2, 1), (1, 1), (1, 2), 2, True)
+    x, w, b = case.tensors(torch.float64, device)
+    x, w = with_layout(x, input_layout), with_layout(w, weight_layout)
+    out, grads, ref_out, ref_grads = assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *case.args()),
+        lambda x, w, b: F.conv2d(x, w, b, *case.args()),
+        [x, w, b],
+    )
+    # Output and gradients take torch's memory format.
+    assert is_channels_last(out) == is_channels_last(ref_out)
+    assert [is_channels_last(g) for g in grads[:2]] == [is_channels_last(g) for g in ref_grads[:2]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    layout=st.sampled_from(LAYOUTS),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_random_cases_match_torch(seed, layout, dtype):
+    case = random_conv_case(random.Random(seed), max_size=14, max_group_channels=4)
+    x, w, b = case.tensors(dtype)
+    x = with_layout(x, layout)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *case.args()),
+        lambda x, w, b: F.conv2d(x, w, b, *case.args()),
+        [x, w, b],
+    )
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), 1), ((2, 4), 1), ((3, 2), (2, 3)), ((1, 1), 1)])
+def test_string_padding_matches_torch(padding, kernel, dilation):
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, *kernel, dtype=torch.float64, requires_grad=True)
+    out, *_ = assert_same_results(
+        lambda x, w: convext.conv2d(x, w, padding=padding, dilation=dilation),
+        lambda x, w: F.conv2d(x, w, padding=padding, dilation=dilation),
+        [x, w],
+    )
+    if padding == "same":
+        assert out.shape[2:] == x.shape[2:]
+
+
+def test_unbatched_input_gives_unbatched_output():
+    x, w = torch.randn(3, 7, 7, dtype=torch.float64), torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    out = convext.conv2d(x, w, stride=2, padding=1)
+    assert out.shape == (5, 4, 4)
+    assert_close(out, F.conv2d(x, w, stride=2, padding=1))
+
+
+def test_depthwise_matches_torch():
+    x = torch.randn(2, 8, 12, 12, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, 2, 1, 1, 8),
+        lambda x, w: F.conv2d(x, w, None, 2, 1, 1, 8),
+        [x, w],
+    )
+
+
+def test_empty_batch_gives_empty_output_and_zero_weight_grad():
+    x = torch.randn(0, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    out = convext.conv2d(x, w, b)
+    assert out.shape == (0, 4, 6, 6)
+    out.sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+    assert x.grad.shape == x.shape
+
+
+def test_strided_bias_is_read_by_its_stride():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    bias = torch.randn(6)[::2]
+    assert_close(convext.conv2d(x, w, bias), F.conv2d(x, w, bias))
+
+
+def test_inputs_are_not_modified():
+    x, w, b = (torch.randn(2, 4, 9, 9, requires_grad=True), torch.randn(6, 2, 3, 3, requires_grad=True),
+               torch.randn(6, requires_grad=True))
+    before = [t.detach().clone() for t in (x, w, b)]
+    convext.conv2d(x, w, b, 2, 1, 1, 2).sum().backward()
+    assert all(torch.equal(t, c) for t, c in zip((x, w, b), before, strict=True))
+
+
+def test_results_are_bitwise_identical_across_runs_and_thread_counts():
+    x, w = torch.randn(4, 8, 20, 20), torch.randn(16, 8, 3, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = convext.conv2d(x, w, padding=1)
+        torch.set_num_threads(max(2, threads))
+        first, second = convext.conv2d(x, w, padding=1), convext.conv2d(x, w, padding=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first, second) and torch.equal(first, single)
+
+
+@pytest.mark.parametrize("case", cases(random_conv_case, 4, seed=3, max_size=5, max_group_channels=2), ids=case_id)
+def test_gradcheck_and_gradgradcheck(case):
+    tensors = [t for t in case.tensors(torch.float64) if t is not None]
+
+    def fn(x, w, b=None):
+        return convext.conv2d(x, w, b, *case.args())
+
+    assert torch.autograd.gradcheck(fn, tensors)
+    assert torch.autograd.gradgradcheck(fn, tensors)
+
+
+def test_weight_grad_is_skipped_when_weight_needs_none(monkeypatch):
+    calls = []
+    for name in ("conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias"):
+        op = getattr(torch.ops.convext, name)
+        monkeypatch.setattr(torch.ops.convext, name, lambda *a, _op=op, _name=name: calls.append(_name) or _op(*a))
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    w, b = torch.randn(3, 2, 3, 3), torch.randn(3)
+    convext.conv2d(x, w, b).sum().backward()
+    assert calls == ["conv2d_backward_input"]
