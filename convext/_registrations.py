@@ -9,7 +9,13 @@ differentiable themselves, so double backward works.
 import torch
 from torch._prims_common import suggest_memory_format
 
-from . import _C  # noqa: F401  (loads the schemas and kernels)
+try:
+    from . import _C  # noqa: F401  (loads the schemas and kernels)
+except ImportError as error:
+    raise ImportError(
+        "convext's compiled ops (convext._C) are missing: build them with `pip install --no-build-isolation .` "
+        "(or `-e .` to develop in place). A source checkout on sys.path shadows an installed convext."
+    ) from error
 
 ops = torch.ops.convext
 

@@ -56,6 +56,17 @@ Conv2dShape conv2d_check(const at::Tensor& input, const at::Tensor& weight,
           axis(3, kernel_w, 1)};
 }
 
+Conv2dShape conv2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
+                                  const at::Tensor& weight, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups, const char* op) {
+  const Conv2dShape s =
+      conv2d_check(input, weight, std::nullopt, stride, padding, dilation, groups, op);
+  check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
+  check_grad_output_size(grad_output, {s.batch, s.out_channels, s.h.out_size, s.w.out_size}, op);
+  return s;
+}
+
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
   const bool channels_last =
       input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||

@@ -12,6 +12,12 @@ Conv2dShape conv2d_check(const at::Tensor& input, const at::Tensor& weight,
                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                          const char* op);
 
+// conv2d_check for a backward op, plus grad_output against the forward's output.
+Conv2dShape conv2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
+                                  const at::Tensor& weight, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups, const char* op);
+
 // torch's rule: channels_last when either the input or the weight is.
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
 

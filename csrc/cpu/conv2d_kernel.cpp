@@ -155,10 +155,8 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
                                      at::IntArrayRef padding, at::IntArrayRef dilation,
                                      int64_t groups) {
   constexpr const char* op = "convext.conv2d_backward_input";
-  const Conv2dShape s =
-      conv2d_check(input, weight, std::nullopt, stride, padding, dilation, groups, op);
-  check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
-  check_grad_output_size(grad_output, {s.batch, s.out_channels, s.h.out_size, s.w.out_size}, op);
+  const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
+                                              dilation, groups, op);
   at::Tensor grad_input = empty_like_layout(input.sizes(), input,
                                             conv2d_memory_format(input, weight),
                                             input.scalar_type());
@@ -175,10 +173,8 @@ at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::T
                                       at::IntArrayRef padding, at::IntArrayRef dilation,
                                       int64_t groups) {
   constexpr const char* op = "convext.conv2d_backward_weight";
-  const Conv2dShape s =
-      conv2d_check(input, weight, std::nullopt, stride, padding, dilation, groups, op);
-  check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
-  check_grad_output_size(grad_output, {s.batch, s.out_channels, s.h.out_size, s.w.out_size}, op);
+  const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
+                                              dilation, groups, op);
   at::Tensor grad_weight = empty_like_layout(weight.sizes(), weight,
                                              conv2d_memory_format(input, weight),
                                              weight.scalar_type());
