@@ -37,9 +37,20 @@ def extension():
     )
 
 
+class BuildExtensionInSourceToo(BuildExtension):
+    """Also copies convext._C into the source package, as an in-place build does:
+    Python started in this checkout imports ./convext before the installed
+    package, and finds the same compiled ops there."""
+
+    def run(self):
+        super().run()
+        if not self.inplace:
+            self.copy_extensions_to_source()
+
+
 print(f"convext: building backends: cpu (torch {torch.__version__})")
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtensionInSourceToo},
 )
