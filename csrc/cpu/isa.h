@@ -1,0 +1,69 @@
+#pragma once
+// The SIMD kernels, compiled once per instruction set (isa_*.cpp) and chosen at
+// run time: the best the CPU supports, or CONVEXT_CPU_ISA=generic|avx2|avx512.
+// Plain C++ with raw pointers: the ISA translation units include no ATen, so
+// no ISA-specific copy of a shared inline function can leak into other code.
+#include <cstdint>
+
+namespace convext::cpu {
+
+// One row of output pixels of a dense convolution, for one block of output
+// channels, from a zero-padded NHWC input (no bounds checks needed).
+template <typename T>
+struct ConvRowArgs {
+  const T* input;         // tap (0, 0) of the row's first pixel, at the group's first channel
+  int64_t input_row;      // elements between input rows
+  int64_t input_pixel;    // elements between input pixels
+  int64_t in_channels;    // channels summed over: the group's
+  int64_t kernel_h, kernel_w, stride_w, dilation_h, dilation_w;
+  const T* weight;        // the block's packed weights: [kernel_h][kernel_w][in_channels][block]
+  const T* bias;          // the block's bias (block values), or nullptr
+  T* output;              // the row's first pixel, at the block's first channel
+  int64_t output_pixel;   // elements between output pixels
+  int64_t width;          // pixels in the row
+  int64_t channels;       // valid channels of the block, <= block
+  int vectors;            // block = vectors * lanes, 1 to 4
+};
+
+// A tile of a weight gradient for one kernel tap: tile_oc output channels by
+// tile_ic input channels, summed over a range of output pixels and added to
+// `sums` ([tile_oc][tile_ic], contiguous). Reads up to a tile past the last
+// valid channel: the caller's buffers have that slack.
+template <typename T>
+struct WeightGradArgs {
+  const T* input;         // padded NHWC input at the tap of pixel (image 0, row 0, col 0), channel ic0
+  int64_t input_image, input_row, input_pixel, stride_h, stride_w;
+  const T* grad_output;   // NHWC grad_output at pixel 0, channel oc0
+  int64_t grad_pixel;     // elements between grad_output pixels
+  int64_t out_h, out_w;   // output rows per image, pixels per row
+  int64_t pixel_begin, pixel_end;  // flat (image, row, col) output pixels to sum over
+  T* sums;
+};
+
+template <typename T>
+struct KernelsFor {
+  int lanes;              // T values per vector
+  int tile_oc, tile_ic;   // weight-gradient tile
+  void (*conv_row)(const ConvRowArgs<T>&);
+  void (*weight_grad_tile)(const WeightGradArgs<T>&);
+};
+
+struct IsaKernels {
+  const char* name;
+  KernelsFor<float> f32;
+  KernelsFor<double> f64;
+
+  template <typename T>
+  const KernelsFor<T>& get() const;
+};
+
+template <>
+inline const KernelsFor<float>& IsaKernels::get<float>() const { return f32; }
+template <>
+inline const KernelsFor<double>& IsaKernels::get<double>() const { return f64; }
+
+// The kernels in force for this call (reads CONVEXT_CPU_ISA each time, so
+// tests can switch paths).
+const IsaKernels& active_isa();
+
+}  // namespace convext::cpu

@@ -1,0 +1,168 @@
+#pragma once
+// SIMD kernel templates over a vector width; included by isa_*.cpp, each of
+// which compiles them for one instruction set inside its own namespace.
+// Vectors are GCC/Clang vector extensions: the compiler emits the target's
+// instructions (zmm on AVX-512, ymm on AVX2, xmm on baseline x86-64).
+#include "isa.h"
+
+namespace CONVEXT_ISA_NAMESPACE {
+
+using convext::cpu::ConvRowArgs;
+using convext::cpu::WeightGradArgs;
+
+template <typename T, int Bytes>
+struct Vec {
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int lanes = Bytes / static_cast<int>(sizeof(T));
+
+  static type load(const T* p) {
+    type v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
+  static type broadcast(T x) { return type{} + x; }
+};
+
+template <typename T, int Bytes, int Registers>
+struct Kernels {
+  using V = Vec<T, Bytes>;
+  using vec = typename V::type;
+  static constexpr int L = V::lanes;
+
+  // Pixels per register block: as many accumulators as the registers hold
+  // beside the block's weight vectors and one broadcast.
+  template <int NB>
+  static constexpr int pixels_per_block() {
+    const int fit = (Registers - NB - 2) / NB;
+    return fit < 12 ? fit : 12;
+  }
+
+  template <int NB, int RW>
+  static void conv_pixels(const ConvRowArgs<T>& a, const T* in, T* out) {
+    vec acc[RW][NB];
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) {
+        acc[r][b] = a.bias ? V::load(a.bias + b * L) : vec{};
+      }
+    }
+    const int64_t pixel_step = a.stride_w * a.input_pixel;
+    const T* w = a.weight;
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+        const T* x = in + kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
+        for (int64_t ic = 0; ic < a.in_channels; ++ic, w += NB * L) {
+          vec wv[NB];
+#pragma GCC unroll 4
+          for (int b = 0; b < NB; ++b) {
+            wv[b] = V::load(w + b * L);
+          }
+#pragma GCC unroll 16
+          for (int r = 0; r < RW; ++r) {
+            const vec xv = V::broadcast(x[r * pixel_step + ic]);
+#pragma GCC unroll 4
+            for (int b = 0; b < NB; ++b) {
+              acc[r][b] += xv * wv[b];
+            }
+          }
+        }
+      }
+    }
+    const bool full_block = a.channels == NB * L;
+    for (int r = 0; r < RW; ++r) {
+      T* o = out + r * a.output_pixel;
+      if (full_block) {
+        for (int b = 0; b < NB; ++b) {
+          V::store(o + b * L, acc[r][b]);
+        }
+      } else {
+        T lanes[NB * L];
+        for (int b = 0; b < NB; ++b) {
+          V::store(lanes + b * L, acc[r][b]);
+        }
+        for (int64_t c = 0; c < a.channels; ++c) {
+          o[c] = lanes[c];
+        }
+      }
+    }
+  }
+
+  template <int NB>
+  static void conv_row_blocked(const ConvRowArgs<T>& a) {
+    constexpr int RW = pixels_per_block<NB>();
+    const int64_t pixel_step = a.stride_w * a.input_pixel;
+    int64_t ow = 0;
+    for (; ow + RW <= a.width; ow += RW) {
+      conv_pixels<NB, RW>(a, a.input + ow * pixel_step, a.output + ow * a.output_pixel);
+    }
+    for (; ow < a.width; ++ow) {
+      conv_pixels<NB, 1>(a, a.input + ow * pixel_step, a.output + ow * a.output_pixel);
+    }
+  }
+
+  static void conv_row(const ConvRowArgs<T>& a) {
+    switch (a.vectors) {
+      case 1: return conv_row_blocked<1>(a);
+      case 2: return conv_row_blocked<2>(a);
+      case 3: return conv_row_blocked<3>(a);
+      default: return conv_row_blocked<4>(a);
+    }
+  }
+
+  // Weight-gradient tile: TO output channels (broadcast) by TI vectors of input channels.
+  static constexpr int TO = Registers >= 32 ? 8 : 4;
+  static constexpr int TI = 2;
+
+  static void weight_grad_tile(const WeightGradArgs<T>& a) {
+    vec acc[TO][TI];
+#pragma GCC unroll 8
+    for (int j = 0; j < TO; ++j) {
+#pragma GCC unroll 2
+      for (int i = 0; i < TI; ++i) {
+        acc[j][i] = V::load(a.sums + j * TI * L + i * L);
+      }
+    }
+    const int64_t pixel_step = a.stride_w * a.input_pixel;
+    int64_t p = a.pixel_begin;
+    while (p < a.pixel_end) {
+      // One run of pixels along an output row.
+      const int64_t col = p % a.out_w;
+      const int64_t image = p / a.out_w / a.out_h, row = p / a.out_w % a.out_h;
+      const int64_t run = (a.pixel_end - p) < (a.out_w - col) ? (a.pixel_end - p) : (a.out_w - col);
+      const T* g = a.grad_output + p * a.grad_pixel;
+      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
+      for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
+        vec xv[TI];
+#pragma GCC unroll 2
+        for (int i = 0; i < TI; ++i) {
+          xv[i] = V::load(x + i * L);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < TO; ++j) {
+          const vec gv = V::broadcast(g[j]);
+#pragma GCC unroll 2
+          for (int i = 0; i < TI; ++i) {
+            acc[j][i] += gv * xv[i];
+          }
+        }
+      }
+      p += run;
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < TO; ++j) {
+#pragma GCC unroll 2
+      for (int i = 0; i < TI; ++i) {
+        V::store(a.sums + j * TI * L + i * L, acc[j][i]);
+      }
+    }
+  }
+
+  template <typename Out>
+  static constexpr Out table() {
+    return {L, TO, TI * L, &conv_row, &weight_grad_tile};
+  }
+};
+
+}  // namespace CONVEXT_ISA_NAMESPACE
