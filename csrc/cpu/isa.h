@@ -46,6 +46,10 @@ struct KernelsFor {
   int tile_oc, tile_ic;   // weight-gradient tile
   void (*conv_row)(const ConvRowArgs<T>&);
   void (*weight_grad_tile)(const WeightGradArgs<T>&);
+  // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
+  // FMAs; returns a value that depends on all of them.
+  int fma_chains;
+  T (*fma_loop)(int64_t iterations);
 };
 
 struct IsaKernels {

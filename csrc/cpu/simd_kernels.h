@@ -159,9 +159,34 @@ struct Kernels {
     }
   }
 
+  // Enough independent chains to cover the FMA latency on every FMA unit.
+  static constexpr int kChains = Registers >= 32 ? 24 : 12;
+
+  static T fma_loop(int64_t iterations) {
+    vec acc[kChains];
+    const vec scale = V::broadcast(T(0.999999)), shift = V::broadcast(T(1e-7));
+#pragma GCC unroll 24
+    for (int c = 0; c < kChains; ++c) {
+      acc[c] = V::broadcast(T(c));
+    }
+    for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 24
+      for (int c = 0; c < kChains; ++c) {
+        acc[c] = acc[c] * scale + shift;
+      }
+    }
+    T total = 0;
+    for (int c = 0; c < kChains; ++c) {
+      for (int l = 0; l < L; ++l) {
+        total += acc[c][l];
+      }
+    }
+    return total;
+  }
+
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_row, &weight_grad_tile};
+    return {L, TO, TI * L, &conv_row, &weight_grad_tile, kChains, &fma_loop};
   }
 };
 
