@@ -7,20 +7,22 @@
 
 namespace convext::cpu {
 
-// One row of output pixels of a dense convolution, for one block of output
-// channels, from a zero-padded NHWC input (no bounds checks needed).
+// A run of output pixels of a dense convolution (flat over rows, so narrow
+// outputs still fill whole register blocks), for one block of output channels,
+// from a zero-padded NHWC input: no bounds checks needed.
 template <typename T>
-struct ConvRowArgs {
-  const T* input;         // tap (0, 0) of the row's first pixel, at the group's first channel
+struct ConvPixelsArgs {
+  const T* input;         // the image's padded input, at the group's first channel
   int64_t input_row;      // elements between input rows
   int64_t input_pixel;    // elements between input pixels
   int64_t in_channels;    // channels summed over: the group's
-  int64_t kernel_h, kernel_w, stride_w, dilation_h, dilation_w;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   const T* weight;        // the block's packed weights: [kernel_h][kernel_w][in_channels][block]
   const T* bias;          // the block's bias (block values), or nullptr
-  T* output;              // the row's first pixel, at the block's first channel
+  T* output;              // the image's first output pixel, at the block's first channel
   int64_t output_pixel;   // elements between output pixels
-  int64_t width;          // pixels in the row
+  int64_t out_w;          // output pixels per row
+  int64_t pixel_begin, pixel_end;  // flat output pixels (row * out_w + col) to compute
   int64_t channels;       // valid channels of the block, <= block
   int vectors;            // block = vectors * lanes, 1 to 4
 };
@@ -44,7 +46,7 @@ template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
   int tile_oc, tile_ic;   // weight-gradient tile
-  void (*conv_row)(const ConvRowArgs<T>&);
+  void (*conv_pixels)(const ConvPixelsArgs<T>&);
   void (*weight_grad_tile)(const WeightGradArgs<T>&);
   // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
   // FMAs; returns a value that depends on all of them.

@@ -7,7 +7,7 @@
 
 namespace CONVEXT_ISA_NAMESPACE {
 
-using convext::cpu::ConvRowArgs;
+using convext::cpu::ConvPixelsArgs;
 using convext::cpu::WeightGradArgs;
 
 template <typename T, int Bytes>
@@ -39,7 +39,13 @@ struct Kernels {
   }
 
   template <int NB, int RW>
-  static void conv_pixels(const ConvRowArgs<T>& a, const T* in, T* out) {
+  static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
+    const T* x[RW];
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+      const int64_t p = first_pixel + r;
+      x[r] = a.input + p / a.out_w * a.stride_h * a.input_row + p % a.out_w * a.stride_w * a.input_pixel;
+    }
     vec acc[RW][NB];
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
@@ -48,11 +54,10 @@ struct Kernels {
         acc[r][b] = a.bias ? V::load(a.bias + b * L) : vec{};
       }
     }
-    const int64_t pixel_step = a.stride_w * a.input_pixel;
     const T* w = a.weight;
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
-        const T* x = in + kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
+        const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
         for (int64_t ic = 0; ic < a.in_channels; ++ic, w += NB * L) {
           vec wv[NB];
 #pragma GCC unroll 4
@@ -61,7 +66,7 @@ struct Kernels {
           }
 #pragma GCC unroll 16
           for (int r = 0; r < RW; ++r) {
-            const vec xv = V::broadcast(x[r * pixel_step + ic]);
+            const vec xv = V::broadcast(x[r][tap + ic]);
 #pragma GCC unroll 4
             for (int b = 0; b < NB; ++b) {
               acc[r][b] += xv * wv[b];
@@ -72,7 +77,7 @@ struct Kernels {
     }
     const bool full_block = a.channels == NB * L;
     for (int r = 0; r < RW; ++r) {
-      T* o = out + r * a.output_pixel;
+      T* o = a.output + (first_pixel + r) * a.output_pixel;
       if (full_block) {
         for (int b = 0; b < NB; ++b) {
           V::store(o + b * L, acc[r][b]);
@@ -89,25 +94,29 @@ struct Kernels {
     }
   }
 
+  // Full register blocks, then a block of 4 and single pixels for the rest.
   template <int NB>
-  static void conv_row_blocked(const ConvRowArgs<T>& a) {
+  static void conv_pixels_blocked(const ConvPixelsArgs<T>& a) {
     constexpr int RW = pixels_per_block<NB>();
-    const int64_t pixel_step = a.stride_w * a.input_pixel;
-    int64_t ow = 0;
-    for (; ow + RW <= a.width; ow += RW) {
-      conv_pixels<NB, RW>(a, a.input + ow * pixel_step, a.output + ow * a.output_pixel);
+    int64_t p = a.pixel_begin;
+    for (; p + RW <= a.pixel_end; p += RW) {
+      conv_block<NB, RW>(a, p);
     }
-    for (; ow < a.width; ++ow) {
-      conv_pixels<NB, 1>(a, a.input + ow * pixel_step, a.output + ow * a.output_pixel);
+    if (RW > 4 && p + 4 <= a.pixel_end) {
+      conv_block<NB, (RW > 4 ? 4 : 1)>(a, p);
+      p += RW > 4 ? 4 : 1;
+    }
+    for (; p < a.pixel_end; ++p) {
+      conv_block<NB, 1>(a, p);
     }
   }
 
-  static void conv_row(const ConvRowArgs<T>& a) {
+  static void conv_pixels(const ConvPixelsArgs<T>& a) {
     switch (a.vectors) {
-      case 1: return conv_row_blocked<1>(a);
-      case 2: return conv_row_blocked<2>(a);
-      case 3: return conv_row_blocked<3>(a);
-      default: return conv_row_blocked<4>(a);
+      case 1: return conv_pixels_blocked<1>(a);
+      case 2: return conv_pixels_blocked<2>(a);
+      case 3: return conv_pixels_blocked<3>(a);
+      default: return conv_pixels_blocked<4>(a);
     }
   }
 
@@ -186,7 +195,7 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_row, &weight_grad_tile, kChains, &fma_loop};
+    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, kChains, &fma_loop};
   }
 };
 
