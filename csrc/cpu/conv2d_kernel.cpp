@@ -157,21 +157,37 @@ bool use_simd_dense(const Conv2dShape& s) {
 at::Tensor padded_nhwc(const at::Tensor& src, int64_t height, int64_t width, int64_t pad_top,
                        int64_t pad_left, int64_t step_h, int64_t step_w, int64_t slack) {
   const int64_t batch = src.size(0), channels = src.size(1);
-  at::Tensor buffer = at::zeros({batch * height * width * channels + slack}, src.options());
-  at::Tensor image = buffer.narrow(0, 0, batch * height * width * channels)
-                         .view({batch, height, width, channels});
-  const auto placed = [](int64_t count, int64_t pad, int64_t step, int64_t size) {
-    // Source indices [first, last) that land inside [0, size).
+  const bool spread = step_h > 1 || step_w > 1;
+  // Already the buffer: channels_last, unpadded, nothing to spread out.
+  if (!spread && slack == 0 && pad_top == 0 && pad_left == 0 && src.size(2) == height &&
+      src.size(3) == width && src.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return src.permute({0, 2, 3, 1}).reshape({-1});
+  }
+  const int64_t size = batch * height * width * channels;
+  at::Tensor buffer = spread ? at::zeros({size + slack}, src.options())
+                             : at::empty({size + slack}, src.options());
+  at::Tensor image = buffer.narrow(0, 0, size).view({batch, height, width, channels});
+  const auto placed = [](int64_t count, int64_t pad, int64_t step, int64_t extent) {
+    // Source indices [first, last) that land inside [0, extent).
     const int64_t first = pad < 0 ? ceil_div(-pad, step) : 0;
-    const int64_t last = std::min(count, size - pad > 0 ? ceil_div(size - pad, step) : 0);
+    const int64_t last = std::min(count, extent - pad > 0 ? ceil_div(extent - pad, step) : 0);
     return Range{first, std::max(first, last)};
   };
   const Range rows = placed(src.size(2), pad_top, step_h, height);
   const Range cols = placed(src.size(3), pad_left, step_w, width);
-  if (rows.end > rows.begin && cols.end > cols.begin) {
-    image
-        .slice(1, pad_top + rows.begin * step_h, pad_top + (rows.end - 1) * step_h + 1, step_h)
-        .slice(2, pad_left + cols.begin * step_w, pad_left + (cols.end - 1) * step_w + 1, step_w)
+  const int64_t top = pad_top + rows.begin * step_h, left = pad_left + cols.begin * step_w;
+  const int64_t bottom = rows.end > rows.begin ? pad_top + (rows.end - 1) * step_h + 1 : top;
+  const int64_t right = cols.end > cols.begin ? pad_left + (cols.end - 1) * step_w + 1 : left;
+  if (!spread) {  // zero only what the copy below leaves: the border and the slack
+    image.slice(1, 0, top).zero_();
+    image.slice(1, bottom, height).zero_();
+    image.slice(1, top, bottom).slice(2, 0, left).zero_();
+    image.slice(1, top, bottom).slice(2, right, width).zero_();
+    buffer.narrow(0, size, slack).zero_();
+  }
+  if (bottom > top && right > left) {
+    image.slice(1, top, bottom, step_h)
+        .slice(2, left, right, step_w)
         .copy_(src.permute({0, 2, 3, 1})
                    .slice(1, rows.begin, rows.end)
                    .slice(2, cols.begin, cols.end));
