@@ -100,28 +100,20 @@ struct Pool2dShape {
   WindowAxis h, w;
 };
 
-// avg_pool2d's window for one output: the input rows and columns it averages
-// and torch's divisor for it (divisor_override == 0 means none).
-struct AvgWindow {
-  Range rows, cols;
-  int64_t divisor;
+// avg_pool2d along one axis, for output o: the input range it averages and
+// this axis' factor of torch's divisor (the window clipped to the padded
+// input when padding counts, else the range itself).
+struct AvgAxis {
+  Range range;
+  int64_t divisor_factor;
 };
 
-CONVEXT_HOST_DEVICE inline AvgWindow avg_window(const Pool2dShape& s, int64_t oh, int64_t ow,
-                                                bool count_include_pad,
-                                                int64_t divisor_override) {
-  const int64_t h0 = s.h.origin(oh), w0 = s.w.origin(ow);
-  // The window clipped to the padded input counts padding; clipped to the input, it does not.
-  const int64_t h1 = std::min(h0 + s.h.kernel, s.h.in_size + s.h.pad);
-  const int64_t w1 = std::min(w0 + s.w.kernel, s.w.in_size + s.w.pad);
-  const Range rows{std::max<int64_t>(h0, 0), std::min(h1, s.h.in_size)};
-  const Range cols{std::max<int64_t>(w0, 0), std::min(w1, s.w.in_size)};
-  int64_t divisor = divisor_override;
-  if (divisor == 0) {
-    divisor = count_include_pad ? (h1 - h0) * (w1 - w0)
-                                : (rows.end - rows.begin) * (cols.end - cols.begin);
-  }
-  return {rows, cols, divisor};
+CONVEXT_HOST_DEVICE inline AvgAxis avg_axis(const WindowAxis& a, int64_t o,
+                                            bool count_include_pad) {
+  const int64_t start = a.origin(o);
+  const int64_t padded_end = std::min(start + a.kernel, a.in_size + a.pad);
+  const Range range{std::max<int64_t>(start, 0), std::min(padded_end, a.in_size)};
+  return {range, count_include_pad ? padded_end - start : range.end - range.begin};
 }
 
 }  // namespace convext

@@ -42,6 +42,34 @@ struct WeightGradArgs {
   T* sums;
 };
 
+// Pooling over one image in NHWC order (an NCHW plane is an image of one
+// channel). Window geometry comes precomputed per output row and column.
+struct PoolTaps {
+  int64_t first;    // input index of the first tap inside the input
+  int64_t count;    // taps inside the input
+  int64_t divisor;  // this axis' factor of avg_pool2d's divisor
+};
+
+template <typename T>
+struct PoolArgs {
+  const T* input;            // forward: the image; backward: unused
+  T* output;                 // forward: the pooled image; backward: unused
+  int64_t* indices;          // max_pool2d: flat input position of each maximum
+  const T* grad_output;      // backward
+  const int64_t* grad_indices;  // max_pool2d backward: the forward's indices
+  T* grad_input;             // backward
+  int64_t in_h, in_w, out_w, channels;
+  const PoolTaps* rows;      // per output row
+  const PoolTaps* cols;      // per output column
+  int64_t dilation_h, dilation_w;
+  int64_t stride_w;
+  int64_t full_cols_begin, full_cols_end;  // output columns whose window lies inside the input
+  int64_t max_window_offset;  // max_pool2d: the farthest tap from a window's first
+  int64_t row_begin, row_end;  // forward: output rows to compute
+  int64_t out_h;             // backward: every output row
+  int64_t divisor_override;  // avg_pool2d: 0 for none
+};
+
 template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
@@ -52,6 +80,10 @@ struct KernelsFor {
   // FMAs; returns a value that depends on all of them.
   int fma_chains;
   T (*fma_loop)(int64_t iterations);
+  void (*max_pool)(const PoolArgs<T>&);
+  void (*max_pool_backward)(const PoolArgs<T>&);  // zeroes grad_input, then scatters
+  void (*avg_pool)(const PoolArgs<T>&);
+  void (*avg_pool_backward)(const PoolArgs<T>&);  // zeroes grad_input, then scatters
 };
 
 struct IsaKernels {

@@ -3,11 +3,15 @@
 // which compiles them for one instruction set inside its own namespace.
 // Vectors are GCC/Clang vector extensions: the compiler emits the target's
 // instructions (zmm on AVX-512, ymm on AVX2, xmm on baseline x86-64).
+#include <cstddef>
+#include <utility>
+
 #include "isa.h"
 
 namespace CONVEXT_ISA_NAMESPACE {
 
 using convext::cpu::ConvPixelsArgs;
+using convext::cpu::PoolArgs;
 using convext::cpu::WeightGradArgs;
 
 template <typename T, int Bytes>
@@ -22,6 +26,11 @@ struct Vec {
   }
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
   static type broadcast(T x) { return type{} + x; }
+};
+
+template <int Lanes>
+struct IndexVec {
+  typedef int64_t type __attribute__((vector_size(Lanes * 8)));
 };
 
 template <typename T, int Bytes, int Registers>
@@ -193,9 +202,225 @@ struct Kernels {
     return total;
   }
 
+  // ---- pooling ---------------------------------------------------------
+  // Lane-wide integers of T's width (int32 for float): a max's offset in its window.
+  typedef decltype(vec{} < vec{}) lane_int;
+  typedef __typeof__(lane_int{}[0]) lane_elem;
+  using index_vec = typename IndexVec<L>::type;
+
+  template <std::size_t... I>
+  static vec even_lanes(vec low, vec high, std::index_sequence<I...>) {
+    return __builtin_shufflevector(low, high, (2 * I)...);
+  }
+
+  // L values step elements apart.
+  static vec load_strided(const T* p, int64_t step) {
+    if (step == 1) {
+      return V::load(p);
+    }
+    if (step == 2) {  // a stride-2 pool: two loads and a shuffle, not L inserts
+      return even_lanes(V::load(p), V::load(p + L), std::make_index_sequence<L>{});
+    }
+    vec v;
+#pragma GCC unroll 16
+    for (int l = 0; l < L; ++l) {
+      v[l] = p[l * step];
+    }
+    return v;
+  }
+
+  // A vector path walks L channels of one output, or, with fewer channels
+  // than lanes (NCHW is one), L neighbouring outputs of one channel.
+  template <typename VectorFn, typename ScalarFn>
+  static void for_each_output(const PoolArgs<T>& a, VectorFn vector_fn, ScalarFn scalar_fn) {
+    const int64_t C = a.channels;
+    for (int64_t oh = a.row_begin; oh < a.row_end; ++oh) {
+      if (C >= L) {
+        for (int64_t ow = 0; ow < a.out_w; ++ow) {
+          int64_t c = 0;
+          for (; c + L <= C; c += L) {
+            vector_fn(oh, ow, c, 1);  // lanes: channels, one element apart
+          }
+          for (; c < C; ++c) {
+            scalar_fn(oh, ow, c);
+          }
+        }
+        continue;
+      }
+      // Lanes: L outputs of full windows, a stride apart. The last vector of a
+      // run may overlap the one before: it writes the same values again.
+      const bool vectors = a.full_cols_end - a.full_cols_begin >= L;
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t ow = 0; ow < a.out_w;) {
+          if (vectors && ow >= a.full_cols_begin && ow < a.full_cols_end) {
+            const int64_t start = ow + L <= a.full_cols_end ? ow : a.full_cols_end - L;
+            vector_fn(oh, start, c, a.stride_w * C);
+            ow = start + L;
+          } else {
+            scalar_fn(oh, ow++, c);
+          }
+        }
+      }
+    }
+  }
+
+  // torch's rule: the first maximum wins a tie, a NaN beats everything and the
+  // last NaN wins; an all -inf window points at its first tap. The vector path
+  // selects per lane instead of branching on data.
+  static void max_pool(const PoolArgs<T>& a) {
+    const int64_t C = a.channels;
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
+      const auto& rt = a.rows[oh];
+      const auto& ct = a.cols[ow];
+      const int64_t first = rt.first * a.in_w + ct.first;
+      const T* window = a.input + first * C + c;
+      vec best = V::broadcast(-__builtin_inf());
+      lane_int best_offset{};
+      for (int64_t i = 0; i < rt.count; ++i) {
+        for (int64_t j = 0; j < ct.count; ++j) {
+          const int64_t offset = i * a.dilation_h * a.in_w + j * a.dilation_w;
+          const vec v = load_strided(window + offset * C, lane_step);
+          const lane_int take = (v > best) | (v != v);
+          best = take ? v : best;
+          best_offset = take ? (lane_int{} + static_cast<lane_elem>(offset)) : best_offset;
+        }
+      }
+      // Lane l's window starts lane_step / C positions after lane l - 1's.
+      index_vec position = __builtin_convertvector(best_offset, index_vec) + first;
+      for (int l = 0; l < L; ++l) {
+        position[l] += l * (lane_step / C);
+      }
+      const int64_t out = (oh * a.out_w + ow) * C + c;
+      const int64_t out_step = lane_step == 1 ? 1 : C;
+      if (out_step == 1) {
+        V::store(a.output + out, best);
+        __builtin_memcpy(a.indices + out, &position, sizeof(position));
+      } else {
+        for (int l = 0; l < L; ++l) {
+          a.output[out + l * out_step] = best[l];
+          a.indices[out + l * out_step] = position[l];
+        }
+      }
+    };
+    const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
+      const auto& rt = a.rows[oh];
+      const auto& ct = a.cols[ow];
+      const int64_t first = rt.first * a.in_w + ct.first;
+      T best = -__builtin_inf();
+      int64_t best_offset = 0;
+      for (int64_t i = 0; i < rt.count; ++i) {
+        for (int64_t j = 0; j < ct.count; ++j) {
+          const int64_t offset = i * a.dilation_h * a.in_w + j * a.dilation_w;
+          const T v = a.input[(first + offset) * C + c];
+          if (v > best || v != v) {
+            best = v;
+            best_offset = offset;
+          }
+        }
+      }
+      a.output[(oh * a.out_w + ow) * C + c] = best;
+      a.indices[(oh * a.out_w + ow) * C + c] = first + best_offset;
+    };
+    // Window offsets ride in T-wide lanes (int32 for float) when they fit.
+    if (a.max_window_offset < (int64_t{1} << (8 * sizeof(T) - 2))) {
+      for_each_output(a, vector_fn, scalar_fn);
+    } else {
+      for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
+        for (int l = 0; l < L; ++l) {  // the same L outputs, one by one
+          lane_step == 1 ? scalar_fn(oh, ow, c + l) : scalar_fn(oh, ow + l, c);
+        }
+      }, scalar_fn);
+    }
+  }
+
+  static void zero(T* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] = T(0);
+    }
+  }
+
+  // Scatter in output order, one thread per image: a fixed order of additions.
+  static void max_pool_backward(const PoolArgs<T>& a) {
+    const int64_t C = a.channels, outputs = a.out_h * a.out_w;
+    zero(a.grad_input, a.in_h * a.in_w * C);
+    for (int64_t o = 0; o < outputs; ++o) {
+      const T* g = a.grad_output + o * C;
+      const int64_t* idx = a.grad_indices + o * C;
+      for (int64_t c = 0; c < C; ++c) {
+        a.grad_input[idx[c] * C + c] += g[c];
+      }
+    }
+  }
+
+  static int64_t avg_divisor(const PoolArgs<T>& a, int64_t oh, int64_t ow) {
+    return a.divisor_override ? a.divisor_override : a.rows[oh].divisor * a.cols[ow].divisor;
+  }
+
+  static void avg_pool(const PoolArgs<T>& a) {
+    const int64_t C = a.channels;
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
+      const auto& rt = a.rows[oh];
+      const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
+      const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
+      vec sum{};
+      for (int64_t i = 0; i < rt.count; ++i) {
+        for (int64_t j = 0; j < ct.count; ++j) {
+          sum += load_strided(window + (i * a.in_w + j) * C, lane_step);
+        }
+      }
+      sum /= static_cast<T>(avg_divisor(a, oh, ow));
+      const int64_t out = (oh * a.out_w + ow) * C + c;
+      if (lane_step == 1) {
+        V::store(a.output + out, sum);
+      } else {
+        for (int l = 0; l < L; ++l) {
+          a.output[out + l * C] = sum[l];
+        }
+      }
+    };
+    const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
+      const auto& rt = a.rows[oh];
+      const auto& ct = a.cols[ow];
+      T sum = 0;
+      for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+        for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+          sum += a.input[(ih * a.in_w + iw) * C + c];
+        }
+      }
+      a.output[(oh * a.out_w + ow) * C + c] = sum / static_cast<T>(avg_divisor(a, oh, ow));
+    };
+    for_each_output(a, vector_fn, scalar_fn);
+  }
+
+  static void avg_pool_backward(const PoolArgs<T>& a) {
+    const int64_t C = a.channels;
+    zero(a.grad_input, a.in_h * a.in_w * C);
+    for (int64_t oh = 0; oh < a.out_h; ++oh) {
+      const auto& rt = a.rows[oh];
+      for (int64_t ow = 0; ow < a.out_w; ++ow) {
+        const auto& ct = a.cols[ow];
+        const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
+        const T* g = a.grad_output + (oh * a.out_w + ow) * C;
+        for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+          for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+            T* gi = a.grad_input + (ih * a.in_w + iw) * C;
+            int64_t c = 0;
+            for (; c + L <= C; c += L) {
+              V::store(gi + c, V::load(gi + c) + V::load(g + c) / divisor);
+            }
+            for (; c < C; ++c) {
+              gi[c] += g[c] / divisor;
+            }
+          }
+        }
+      }
+    }
+  }
+
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, kChains, &fma_loop};
+    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, kChains, &fma_loop,
+            &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
 
