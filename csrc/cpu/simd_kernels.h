@@ -392,6 +392,8 @@ struct Kernels {
     for_each_output(a, vector_fn, scalar_fn);
   }
 
+  // Each output's share, grad_output / divisor (computed once, as torch does),
+  // added to every input of its window.
   static void avg_pool_backward(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
     zero(a.grad_input, a.in_h * a.in_w * C);
@@ -401,15 +403,21 @@ struct Kernels {
         const auto& ct = a.cols[ow];
         const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
         const T* g = a.grad_output + (oh * a.out_w + ow) * C;
-        for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
-          for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-            T* gi = a.grad_input + (ih * a.in_w + iw) * C;
-            int64_t c = 0;
-            for (; c + L <= C; c += L) {
-              V::store(gi + c, V::load(gi + c) + V::load(g + c) / divisor);
+        int64_t c = 0;
+        for (; c + L <= C; c += L) {
+          const vec share = V::load(g + c) / divisor;
+          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+              T* gi = a.grad_input + (ih * a.in_w + iw) * C + c;
+              V::store(gi, V::load(gi) + share);
             }
-            for (; c < C; ++c) {
-              gi[c] += g[c] / divisor;
+          }
+        }
+        for (; c < C; ++c) {
+          const T share = g[c] / divisor;
+          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+              a.grad_input[(ih * a.in_w + iw) * C + c] += share;
             }
           }
         }
