@@ -1,10 +1,13 @@
 """Shared fixtures: devices, memory layouts, random cases and comparisons."""
 
 import dataclasses
+import os
 import random
 
 import pytest
 import torch
+
+import convext  # noqa: F401  (registers torch.ops.convext)
 
 DEVICES = [
     "cpu",
@@ -15,6 +18,33 @@ LAYOUTS = ["contiguous", "channels_last", "sliced"]
 
 @pytest.fixture(params=DEVICES)
 def device(request):
+    return request.param
+
+
+def _cpu_supports(isa):
+    old = os.environ.get("CONVEXT_CPU_ISA")
+    os.environ["CONVEXT_CPU_ISA"] = isa
+    try:
+        return torch.ops.convext._cpu_isa() == isa
+    except RuntimeError:
+        return False
+    finally:
+        if old is None:
+            del os.environ["CONVEXT_CPU_ISA"]
+        else:
+            os.environ["CONVEXT_CPU_ISA"] = old
+
+
+CPU_ISAS = [
+    pytest.param(isa, marks=pytest.mark.skipif(not _cpu_supports(isa), reason=f"this CPU lacks {isa}"))
+    for isa in ("generic", "avx2", "avx512")
+]
+
+
+@pytest.fixture(params=CPU_ISAS)
+def cpu_isa(request, monkeypatch):
+    """Runs the test on each SIMD path this CPU supports (CONVEXT_CPU_ISA)."""
+    monkeypatch.setenv("CONVEXT_CPU_ISA", request.param)
     return request.param
 
 

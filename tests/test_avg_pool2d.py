@@ -37,7 +37,7 @@ def avg_case_id(case_and_options):
 
 
 @pytest.mark.parametrize("case_and_options", cases(random_avg_case, 30, seed=21), ids=avg_case_id)
-def test_forward_and_grad_match_reference(case_and_options):
+def test_forward_and_grad_match_reference(case_and_options, cpu_isa):
     args = avg_args(*case_and_options)
     case = case_and_options[0]
     x = torch.randn(case.batch, case.channels, *case.size, dtype=torch.float64, requires_grad=True)
@@ -55,7 +55,7 @@ def test_forward_and_grad_match_torch(case_and_options, dtype, device):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_any_layout_gives_torchs_values_and_layout(layout, device):
+def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = with_layout(torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device), layout).requires_grad_()
     args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True, count_include_pad=False)
     out, (grad,), ref, (ref_grad,) = assert_same_results(

@@ -27,7 +27,7 @@ TORCH_CASES = cases(random_conv_case, 30, seed=2, max_size=20, max_group_channel
 
 
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=case_id)
-def test_forward_and_grads_match_reference(case):
+def test_forward_and_grads_match_reference(case, cpu_isa):
     inputs = case.tensors(torch.float64)
     assert_same_results(
         lambda x, w, b: convext.conv2d(x, w, b, *case.args()),
@@ -49,7 +49,7 @@ def test_forward_and_grads_match_torch(case, dtype, device):
 
 @pytest.mark.parametrize("weight_layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("input_layout", LAYOUTS)
-def test_any_layout_gives_torchs_values_and_layout(input_layout, weight_layout, device):
+def test_any_layout_gives_torchs_values_and_layout(input_layout, weight_layout, device, cpu_isa):
     case = ConvCase(2, 6, 4, (11, 9), (3, 2), (2, 1), (1, 1), (1, 2), 2, True)
     x, w, b = case.tensors(torch.float64, device)
     x, w = with_layout(x, input_layout), with_layout(w, weight_layout)
@@ -101,13 +101,16 @@ def test_unbatched_input_gives_unbatched_output():
     assert_close(out, F.conv2d(x, w, stride=2, padding=1))
 
 
-def test_depthwise_matches_torch():
-    x = torch.randn(2, 8, 12, 12, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(8, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("channels,stride,dilation", [(8, 2, 1), (40, 1, 2), (37, 2, 1)])
+def test_depthwise_matches_torch(channels, stride, dilation, cpu_isa):
+    """Several vectors of channels and a partial one, with stride and dilation."""
+    x = torch.randn(2, channels, 12, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(channels, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
     assert_same_results(
-        lambda x, w: convext.conv2d(x, w, None, 2, 1, 1, 8),
-        lambda x, w: F.conv2d(x, w, None, 2, 1, 1, 8),
-        [x, w],
+        lambda x, w, b: convext.conv2d(x, w, b, stride, 1, dilation, channels),
+        lambda x, w, b: F.conv2d(x, w, b, stride, 1, dilation, channels),
+        [x, w, b],
     )
 
 

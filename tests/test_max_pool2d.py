@@ -32,7 +32,7 @@ def distinct_values(case, dtype=torch.float64, device="cpu"):
 
 
 @pytest.mark.parametrize("case", cases(random_pool_case, 30, seed=11), ids=case_id)
-def test_forward_indices_and_grad_match_reference(case):
+def test_forward_indices_and_grad_match_reference(case, cpu_isa):
     x = torch.randn(case.batch, case.channels, *case.size, dtype=torch.float64, requires_grad=True)
     assert_same_results(lambda x: convext.max_pool2d(x, **pool_args(case)),
                         lambda x: reference.max_pool2d(x, **pool_args(case)), [x])
@@ -48,7 +48,7 @@ def test_forward_indices_and_grad_match_torch(case, dtype, device):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_any_layout_gives_torchs_values_and_layout(layout, device):
+def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device)
     x = with_layout(x, layout).requires_grad_()
     args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True, return_indices=True)
@@ -59,7 +59,7 @@ def test_any_layout_gives_torchs_values_and_layout(layout, device):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_nan_and_inf_follow_torchs_rule(layout):
+def test_nan_and_inf_follow_torchs_rule(layout, cpu_isa):
     nan, inf = float("nan"), float("inf")
     plane = torch.tensor([[1.0, nan, 3.0, nan], [5.0, 5.0, nan, 0.0], [-inf, -inf, 2.0, 2.0], [-inf, -inf, 2.0, inf]])
     x = with_layout(plane.expand(2, 3, 4, 4), layout)

@@ -1,6 +1,10 @@
-// conv2d on the CPU: direct convolution over NCHW-indexed views, so every
-// layout (contiguous, channels_last, sliced) is read in place. Each output
-// element is one fixed-order sum: results are deterministic.
+// conv2d on the CPU. Inputs are copied once into a zero-padded NHWC buffer
+// (in place when they already are one), so the SIMD micro-kernels (isa.h) need
+// no bounds checks; weights are packed once per call into the order the
+// micro-kernel reads; results are computed in NHWC, then given torch's layout.
+// Dense convolutions block output channels within a group; depthwise ones (one
+// channel per group) put neighbouring groups in the vector lanes. Every result
+// element is one fixed-order sum: deterministic for any thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -18,109 +22,6 @@ namespace convext::cpu {
 namespace {
 
 template <typename scalar_t>
-void conv2d_forward_kernel(const Conv2dShape& s, Nchw<const scalar_t> input,
-                           Nchw<const scalar_t> weight, const scalar_t* bias,
-                           int64_t bias_stride, Nchw<scalar_t> output) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t in_per_group = s.in_per_group(), out_per_group = s.out_per_group();
-  const int64_t rows = s.batch * s.out_channels * s.h.out_size;
-  const int64_t cost = s.w.out_size * in_per_group * s.h.kernel * s.w.kernel;
-  parallel_over(rows, cost, [&](int64_t row) {
-    const int64_t oh = row % s.h.out_size;
-    const int64_t oc = row / s.h.out_size % s.out_channels;
-    const int64_t n = row / (s.h.out_size * s.out_channels);
-    const int64_t first_in_channel = oc / out_per_group * in_per_group;
-    const Range kh_taps = s.h.taps(oh);
-    for (int64_t ow = 0; ow < s.w.out_size; ++ow) {
-      const Range kw_taps = s.w.taps(ow);
-      acc_t acc = bias ? static_cast<acc_t>(bias[oc * bias_stride]) : acc_t(0);
-      for (int64_t ic = 0; ic < in_per_group; ++ic) {
-        for (int64_t kh = kh_taps.begin; kh < kh_taps.end; ++kh) {
-          const int64_t ih = s.h.origin(oh) + kh * s.h.dilation;
-          for (int64_t kw = kw_taps.begin; kw < kw_taps.end; ++kw) {
-            const int64_t iw = s.w.origin(ow) + kw * s.w.dilation;
-            acc += static_cast<acc_t>(input(n, first_in_channel + ic, ih, iw)) *
-                   static_cast<acc_t>(weight(oc, ic, kh, kw));
-          }
-        }
-      }
-      output(n, oc, oh, ow) = static_cast<scalar_t>(acc);
-    }
-  });
-}
-
-// grad_input[n, c, ih, iw] gathers every (output, tap) pair that read it: a
-// transposed convolution with no scatter, so no two threads write one element.
-template <typename scalar_t>
-void conv2d_backward_input_kernel(const Conv2dShape& s, Nchw<const scalar_t> grad_output,
-                                  Nchw<const scalar_t> weight, Nchw<scalar_t> grad_input) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t in_per_group = s.in_per_group(), out_per_group = s.out_per_group();
-  const int64_t rows = s.batch * s.in_channels * s.h.in_size;
-  const int64_t cost = s.w.in_size * out_per_group * s.h.kernel * s.w.kernel;
-  parallel_over(rows, cost, [&](int64_t row) {
-    const int64_t ih = row % s.h.in_size;
-    const int64_t c = row / s.h.in_size % s.in_channels;
-    const int64_t n = row / (s.h.in_size * s.in_channels);
-    const int64_t ic = c % in_per_group;
-    const int64_t first_out_channel = c / in_per_group * out_per_group;
-    for (int64_t iw = 0; iw < s.w.in_size; ++iw) {
-      acc_t acc = 0;
-      for (int64_t kh = 0; kh < s.h.kernel; ++kh) {
-        const int64_t oh = s.h.output_reading(ih, kh);
-        if (oh < 0) {
-          continue;
-        }
-        for (int64_t kw = 0; kw < s.w.kernel; ++kw) {
-          const int64_t ow = s.w.output_reading(iw, kw);
-          if (ow < 0) {
-            continue;
-          }
-          for (int64_t j = 0; j < out_per_group; ++j) {
-            const int64_t oc = first_out_channel + j;
-            acc += static_cast<acc_t>(grad_output(n, oc, oh, ow)) *
-                   static_cast<acc_t>(weight(oc, ic, kh, kw));
-          }
-        }
-      }
-      grad_input(n, c, ih, iw) = static_cast<scalar_t>(acc);
-    }
-  });
-}
-
-// grad_weight[oc, ic, kh, kw] sums over the batch and the outputs whose tap
-// (kh, kw) lands inside the input.
-template <typename scalar_t>
-void conv2d_backward_weight_kernel(const Conv2dShape& s, Nchw<const scalar_t> grad_output,
-                                   Nchw<const scalar_t> input, Nchw<scalar_t> grad_weight) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t in_per_group = s.in_per_group(), out_per_group = s.out_per_group();
-  const int64_t entries = s.out_channels * in_per_group * s.h.kernel * s.w.kernel;
-  const int64_t cost = s.batch * s.h.out_size * s.w.out_size;
-  parallel_over(entries, cost, [&](int64_t entry) {
-    const int64_t kw = entry % s.w.kernel;
-    const int64_t kh = entry / s.w.kernel % s.h.kernel;
-    const int64_t ic = entry / (s.w.kernel * s.h.kernel) % in_per_group;
-    const int64_t oc = entry / (s.w.kernel * s.h.kernel * in_per_group);
-    const int64_t c = oc / out_per_group * in_per_group + ic;
-    const Range oh_range = s.h.outputs_reading_tap(kh);
-    const Range ow_range = s.w.outputs_reading_tap(kw);
-    acc_t acc = 0;
-    for (int64_t n = 0; n < s.batch; ++n) {
-      for (int64_t oh = oh_range.begin; oh < oh_range.end; ++oh) {
-        const int64_t ih = s.h.origin(oh) + kh * s.h.dilation;
-        for (int64_t ow = ow_range.begin; ow < ow_range.end; ++ow) {
-          const int64_t iw = s.w.origin(ow) + kw * s.w.dilation;
-          acc += static_cast<acc_t>(grad_output(n, oc, oh, ow)) *
-                 static_cast<acc_t>(input(n, c, ih, iw));
-        }
-      }
-    }
-    grad_weight(oc, ic, kh, kw) = static_cast<scalar_t>(acc);
-  });
-}
-
-template <typename scalar_t>
 void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayRef sizes,
                                  scalar_t* grad_bias) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -136,18 +37,6 @@ void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayR
     }
     grad_bias[c] = static_cast<scalar_t>(acc);
   });
-}
-
-// ---- Dense convolutions on the SIMD kernels (isa.h) ----------------------
-//
-// Inputs are copied once into a zero-padded NHWC buffer, so the micro-kernels
-// need no bounds checks; weights are packed once per call into the order the
-// micro-kernel reads. Outputs are computed in NHWC.
-
-// Depthwise-like shapes (one input and one output channel per group) would use
-// one SIMD lane in a vector; they stay on the direct kernels.
-bool use_simd_dense(const Conv2dShape& s) {
-  return s.in_per_group() > 1 || s.out_per_group() > 1;
 }
 
 // src (N, C, H, W) in any layout, as NHWC with zeros around: row i of src lands
@@ -195,8 +84,8 @@ at::Tensor padded_nhwc(const at::Tensor& src, int64_t height, int64_t width, int
   return buffer;
 }
 
-// A dense convolution on NHWC buffers, as the SIMD row kernel sees it.
-struct DenseConv {
+// A convolution on NHWC buffers, as the SIMD kernels see it.
+struct ConvNhwc {
   int64_t batch, groups, in_per_group, out_per_group;
   int64_t in_h, in_w;  // the padded input buffer
   int64_t out_h, out_w;
@@ -204,47 +93,77 @@ struct DenseConv {
 
   int64_t in_channels() const { return groups * in_per_group; }
   int64_t out_channels() const { return groups * out_per_group; }
+  bool depthwise() const { return in_per_group == 1 && out_per_group == 1; }
+
+  // The forward convolution of s, reading an input padded by s's padding.
+  static ConvNhwc forward(const Conv2dShape& s) {
+    return {s.batch, s.groups, s.in_per_group(), s.out_per_group(),
+            s.h.in_size + 2 * s.h.pad, s.w.in_size + 2 * s.w.pad, s.h.out_size, s.w.out_size,
+            s.h.kernel, s.w.kernel, s.h.stride, s.w.stride, s.h.dilation, s.w.dilation};
+  }
+
+  // The input gradient of s: a stride-1 convolution, by the transposed and
+  // flipped weights, of grad_output spread out by the stride with zeros
+  // between, padded by the kernel's reach less s's padding.
+  static ConvNhwc input_gradient(const Conv2dShape& s) {
+    return {s.batch, s.groups, s.out_per_group(), s.in_per_group(),
+            s.h.in_size + reach(s.h), s.w.in_size + reach(s.w), s.h.in_size, s.w.in_size,
+            s.h.kernel, s.w.kernel, 1, 1, s.h.dilation, s.w.dilation};
+  }
+
+  static int64_t reach(const WindowAxis& a) { return a.dilation * (a.kernel - 1); }
 };
 
-// Channel blocks of the output: vectors per block, block width, blocks per group.
+// Output channels per call of the dense kernel: vectors per block, block
+// width, blocks per group.
 struct Blocking {
   int vectors;
   int64_t width, per_group;
+
+  static Blocking of(int64_t out_per_group, int lanes) {
+    const int vectors = static_cast<int>(std::min<int64_t>(4, ceil_div(out_per_group, lanes)));
+    const int64_t width = int64_t{vectors} * lanes;
+    return {vectors, width, ceil_div(out_per_group, width)};
+  }
 };
 
-Blocking output_blocking(int64_t out_per_group, int lanes) {
-  const int vectors = static_cast<int>(std::min<int64_t>(4, ceil_div(out_per_group, lanes)));
-  const int64_t width = int64_t{vectors} * lanes;
-  return {vectors, width, ceil_div(out_per_group, width)};
-}
-
-// weight (C_out, C_in / groups, kh, kw) packed as [group][block][kh][kw][ic][lane].
-// transposed: pack the weights of the transposed convolution (channel roles
+// Dense weights (C_out, C_in / groups, kh, kw) as [group][block][kh][kw][ic][lane];
+// depthwise weights (C, 1, kh, kw) as [kh][kw][channel]. Zeros pad the lanes.
+// transposed: the weights of the transposed convolution (channel roles
 // swapped, taps flipped), which computes the input gradient.
 template <typename T>
-at::Tensor pack_weight(const at::Tensor& weight, int64_t groups, bool transposed,
-                       const Blocking& blocking) {
+at::Tensor pack_weight(const at::Tensor& weight, const ConvNhwc& c, const Blocking& blocking,
+                       int64_t depthwise_channels, bool transposed) {
   const Nchw<const T> w = read_view<T>(weight);
   const int64_t kernel_h = weight.size(2), kernel_w = weight.size(3);
-  const int64_t weight_out = weight.size(0) / groups, weight_in = weight.size(1);
-  const int64_t out_per_group = transposed ? weight_in : weight_out;
-  const int64_t in_per_group = transposed ? weight_out : weight_in;
+  if (c.depthwise()) {
+    at::Tensor packed = at::zeros({kernel_h * kernel_w * depthwise_channels}, weight.options());
+    T* p = packed.mutable_data_ptr<T>();
+    for (int64_t kh = 0; kh < kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < kernel_w; ++kw, p += depthwise_channels) {
+        for (int64_t ch = 0; ch < c.groups; ++ch) {
+          p[ch] = transposed ? w(ch, 0, kernel_h - 1 - kh, kernel_w - 1 - kw) : w(ch, 0, kh, kw);
+        }
+      }
+    }
+    return packed;
+  }
   at::Tensor packed = at::zeros(
-      {groups * blocking.per_group * kernel_h * kernel_w * in_per_group * blocking.width},
+      {c.groups * blocking.per_group * kernel_h * kernel_w * c.in_per_group * blocking.width},
       weight.options());
   T* p = packed.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < groups; ++g) {
+  for (int64_t g = 0; g < c.groups; ++g) {
     for (int64_t block = 0; block < blocking.per_group; ++block) {
       for (int64_t kh = 0; kh < kernel_h; ++kh) {
         for (int64_t kw = 0; kw < kernel_w; ++kw) {
-          for (int64_t ic = 0; ic < in_per_group; ++ic) {
+          for (int64_t ic = 0; ic < c.in_per_group; ++ic) {
             for (int64_t lane = 0; lane < blocking.width; ++lane, ++p) {
               const int64_t oc = block * blocking.width + lane;
-              if (oc >= out_per_group) {
-                continue;
+              if (oc < c.out_per_group) {
+                // Transposed: c's input channels are the original's output channels.
+                *p = transposed ? w(g * c.in_per_group + ic, oc, kernel_h - 1 - kh, kernel_w - 1 - kw)
+                                : w(g * c.out_per_group + oc, ic, kh, kw);
               }
-              *p = transposed ? w(g * weight_out + ic, oc, kernel_h - 1 - kh, kernel_w - 1 - kw)
-                              : w(g * weight_out + oc, ic, kh, kw);
             }
           }
         }
@@ -254,44 +173,56 @@ at::Tensor pack_weight(const at::Tensor& weight, int64_t groups, bool transposed
   return packed;
 }
 
+// Runs convolution c over an NHWC input buffer into an NHWC output. Work items:
+// (image, run of output pixels, channel block), the block fastest so that
+// neighbouring items share their input pixels in cache. 72 pixels: a whole
+// number of register blocks of every kernel width.
 template <typename T>
-void dense_conv_simd(const KernelsFor<T>& k, const DenseConv& c, const T* input,
-                     const T* packed_weight, const T* packed_bias, const Blocking& blocking,
-                     T* output) {
-  // Work items: (image, run of output pixels, group, channel block), the block
-  // fastest so that neighbouring items share their input pixels in cache.
-  // 72 pixels: a whole number of register blocks of every kernel width.
+void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
+                   const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                   bool transposed, T* output) {
   constexpr int64_t kRun = 72;
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
-  const int64_t items = c.batch * runs * c.groups * blocking.per_group;
-  const int64_t block_weights = c.kernel_h * c.kernel_w * c.in_per_group * blocking.width;
-  parallel_over(items, kRun * block_weights, [&](int64_t item) {
-    const int64_t block = item % blocking.per_group;
-    const int64_t g = item / blocking.per_group % c.groups;
-    const int64_t run = item / (blocking.per_group * c.groups) % runs;
-    const int64_t n = item / (blocking.per_group * c.groups * runs);
-    const int64_t block_index = g * blocking.per_group + block;
-    ConvPixelsArgs<T> a;
-    a.input = input + n * c.in_h * c.in_w * in_c + g * c.in_per_group;
-    a.input_row = c.in_w * in_c;
-    a.input_pixel = in_c;
-    a.in_channels = c.in_per_group;
-    a.kernel_h = c.kernel_h;
-    a.kernel_w = c.kernel_w;
-    a.stride_h = c.stride_h;
-    a.stride_w = c.stride_w;
-    a.dilation_h = c.dilation_h;
-    a.dilation_w = c.dilation_w;
-    a.weight = packed_weight + block_index * block_weights;
-    a.bias = packed_bias ? packed_bias + block_index * blocking.width : nullptr;
-    a.output = output + n * pixels * out_c + g * c.out_per_group + block * blocking.width;
-    a.output_pixel = out_c;
-    a.out_w = c.out_w;
-    a.pixel_begin = run * kRun;
-    a.pixel_end = std::min(pixels, (run + 1) * kRun);
-    a.channels = std::min(blocking.width, c.out_per_group - block * blocking.width);
-    a.vectors = blocking.vectors;
+  const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
+  const Blocking blocking = Blocking::of(c.out_per_group, k.lanes);
+  // Depthwise: one block is one vector of channels, across groups.
+  const int64_t depthwise_channels = ceil_div(c.groups, k.lanes) * k.lanes;
+  const int64_t blocks = c.depthwise() ? depthwise_channels / k.lanes : c.groups * blocking.per_group;
+  const int64_t block_width = c.depthwise() ? k.lanes : blocking.width;
+  const at::Tensor packed = pack_weight<T>(weight, c, blocking, depthwise_channels, transposed);
+  at::Tensor packed_bias;
+  if (bias) {  // zero-padded to whole blocks, per group
+    const int64_t per_group = c.depthwise() ? depthwise_channels : blocking.per_group * block_width;
+    const int64_t groups = c.depthwise() ? 1 : c.groups;
+    packed_bias = at::zeros({groups, per_group}, weight.options());
+    packed_bias.narrow(1, 0, out_c / groups).copy_(bias->view({groups, out_c / groups}));
+  }
+  const T* w = packed.const_data_ptr<T>();
+  const T* b = bias ? packed_bias.const_data_ptr<T>() : nullptr;
+  const int64_t block_weights = c.kernel_h * c.kernel_w * c.in_per_group * block_width;
+  parallel_over(c.batch * runs * blocks, kRun * block_weights, [&](int64_t item) {
+    const int64_t block = item % blocks, run = item / blocks % runs, n = item / (blocks * runs);
+    const int64_t pixel_begin = run * kRun, pixel_end = std::min(pixels, pixel_begin + kRun);
+    if (c.depthwise()) {
+      const int64_t first = block * k.lanes;
+      DepthwiseArgs<T> a{input + n * image_in + first, c.in_w * in_c, in_c,
+                         c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
+                         c.dilation_w, w + first, depthwise_channels, b ? b + first : nullptr,
+                         output + n * image_out + first, out_c, c.out_w, pixel_begin, pixel_end,
+                         std::min<int64_t>(k.lanes, c.groups - first)};
+      k.depthwise_pixels(a);
+      return;
+    }
+    const int64_t g = block / blocking.per_group, in_group = block % blocking.per_group;
+    ConvPixelsArgs<T> a{input + n * image_in + g * c.in_per_group, c.in_w * in_c, in_c,
+                        c.in_per_group, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w,
+                        c.dilation_h, c.dilation_w, w + block * block_weights,
+                        b ? b + block * blocking.width : nullptr,
+                        output + n * image_out + g * c.out_per_group + in_group * blocking.width,
+                        out_c, c.out_w, pixel_begin, pixel_end,
+                        std::min(blocking.width, c.out_per_group - in_group * blocking.width),
+                        blocking.vectors};
     k.conv_pixels(a);
   });
 }
@@ -305,106 +236,103 @@ at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
   return at::empty(nchw_sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
+// Depthwise kernels load a whole vector of channels at the last pixel too.
+int64_t input_slack(const ConvNhwc& c, int lanes) { return c.depthwise() ? lanes : 0; }
+
 template <typename T>
 at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
-  const DenseConv c{s.batch, s.groups, s.in_per_group(), s.out_per_group(),
-                    s.h.in_size + 2 * s.h.pad, s.w.in_size + 2 * s.w.pad,
-                    s.h.out_size, s.w.out_size, s.h.kernel, s.w.kernel,
-                    s.h.stride, s.w.stride, s.h.dilation, s.w.dilation};
-  const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, 0);
-  const Blocking blocking = output_blocking(c.out_per_group, k.lanes);
-  const at::Tensor packed = pack_weight<T>(weight, s.groups, false, blocking);
-  at::Tensor packed_bias;
-  if (bias) {
-    packed_bias = at::zeros({s.groups, blocking.per_group * blocking.width}, weight.options());
-    packed_bias.narrow(1, 0, c.out_per_group).copy_(bias->view({s.groups, c.out_per_group}));
-  }
+  const ConvNhwc c = ConvNhwc::forward(s);
+  const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1,
+                                        input_slack(c, k.lanes));
   at::Tensor output = empty_nhwc({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input);
-  dense_conv_simd<T>(k, c, padded.const_data_ptr<T>(), packed.const_data_ptr<T>(),
-                     bias ? packed_bias.const_data_ptr<T>() : nullptr, blocking,
-                     output.mutable_data_ptr<T>());
+  convolve_nhwc<T>(k, c, padded.const_data_ptr<T>(), weight, bias, false,
+                   output.mutable_data_ptr<T>());
   return nhwc_result(output, format);
 }
 
-// The input gradient is a stride-1 convolution of grad_output, spread out by
-// the stride with zeros between, by the transposed and flipped weights.
 template <typename T>
 at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& grad_output,
                                       const at::Tensor& weight, at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
-  const int64_t reach_h = s.h.dilation * (s.h.kernel - 1), reach_w = s.w.dilation * (s.w.kernel - 1);
-  const DenseConv c{s.batch, s.groups, s.out_per_group(), s.in_per_group(),
-                    s.h.in_size + reach_h, s.w.in_size + reach_w,
-                    s.h.in_size, s.w.in_size, s.h.kernel, s.w.kernel,
-                    1, 1, s.h.dilation, s.w.dilation};
-  const at::Tensor spread = padded_nhwc(grad_output, c.in_h, c.in_w, reach_h - s.h.pad,
-                                        reach_w - s.w.pad, s.h.stride, s.w.stride, 0);
-  const Blocking blocking = output_blocking(c.out_per_group, k.lanes);
-  const at::Tensor packed = pack_weight<T>(weight, s.groups, true, blocking);
+  const ConvNhwc c = ConvNhwc::input_gradient(s);
+  const at::Tensor spread = padded_nhwc(grad_output, c.in_h, c.in_w, ConvNhwc::reach(s.h) - s.h.pad,
+                                        ConvNhwc::reach(s.w) - s.w.pad, s.h.stride, s.w.stride,
+                                        input_slack(c, k.lanes));
   at::Tensor grad_input = empty_nhwc({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight);
-  dense_conv_simd<T>(k, c, spread.const_data_ptr<T>(), packed.const_data_ptr<T>(), nullptr,
-                     blocking, grad_input.mutable_data_ptr<T>());
+  convolve_nhwc<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
+                   grad_input.mutable_data_ptr<T>());
   return nhwc_result(grad_input, format);
 }
 
-// Tiles of (group, tap, output channels, input channels), each owned by one
-// thread and summed over the output pixels chunk by chunk in a fixed order:
+// The weight gradient in tiles of (tap, output channels, input channels) of
+// one group (depthwise: of one vector of channels), each owned by one thread
+// and summed over the output pixels chunk by chunk in a fixed order:
 // deterministic for any thread count, and each chunk of grad_output and input
 // stays in cache while every tile of the thread passes over it.
 template <typename T>
 void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_output,
                                  const at::Tensor& input, const at::Tensor& grad_weight) {
   const KernelsFor<T>& k = active_isa().get<T>();
-  const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
+  const ConvNhwc c = ConvNhwc::forward(s);
+  const bool depthwise = c.depthwise();
+  const int64_t tile_oc = depthwise ? 1 : k.tile_oc, tile_ic = depthwise ? k.lanes : k.tile_ic;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
-  const at::Tensor padded = padded_nhwc(input, in_h, in_w, s.h.pad, s.w.pad, 1, 1, k.tile_ic);
-  const at::Tensor grad = padded_nhwc(grad_output, s.h.out_size, s.w.out_size, 0, 0, 1, 1, k.tile_oc);
+  const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
+  const at::Tensor grad = padded_nhwc(grad_output, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
+                                      depthwise ? k.lanes : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
-  const int64_t oc_tiles = ceil_div(s.out_per_group(), k.tile_oc);
-  const int64_t ic_tiles = ceil_div(s.in_per_group(), k.tile_ic);
+  // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector][tap].
+  const int64_t oc_tiles = depthwise ? 1 : ceil_div(s.out_per_group(), tile_oc);
+  const int64_t ic_tiles = depthwise ? ceil_div(s.groups, tile_ic) : ceil_div(s.in_per_group(), tile_ic);
+  const int64_t groups = depthwise ? 1 : s.groups;
   const int64_t taps = s.h.kernel * s.w.kernel;
-  const int64_t tiles = s.groups * taps * oc_tiles * ic_tiles;
+  const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
-  const int64_t tile_size = int64_t{k.tile_oc} * k.tile_ic;
+  const int64_t tile_size = tile_oc * tile_ic;
   constexpr int64_t kChunk = 256;
   Nchw<T> gw = write_view<T>(grad_weight);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> sums((end - begin) * tile_size, T(0));
+    const auto tile_of = [&](int64_t t) {
+      struct {
+        int64_t g, tap, first_oc, first_ic;
+      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps,
+             t / ic_tiles % oc_tiles * tile_oc, t % ic_tiles * tile_ic};
+      return tile;
+    };
     for (int64_t p0 = 0; p0 < pixels; p0 += kChunk) {
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t ic_tile = t % ic_tiles, oc_tile = t / ic_tiles % oc_tiles;
-        const int64_t tap = t / (ic_tiles * oc_tiles) % taps, g = t / (ic_tiles * oc_tiles * taps);
-        const int64_t kh = tap / s.w.kernel, kw = tap % s.w.kernel;
-        WeightGradArgs<T> a;
-        a.input = x + (kh * s.h.dilation * in_w + kw * s.w.dilation) * in_c +
-                  g * s.in_per_group() + ic_tile * k.tile_ic;
-        a.input_image = in_h * in_w * in_c;
-        a.input_row = in_w * in_c;
-        a.input_pixel = in_c;
-        a.stride_h = s.h.stride;
-        a.stride_w = s.w.stride;
-        a.grad_output = gy + g * s.out_per_group() + oc_tile * k.tile_oc;
-        a.grad_pixel = out_c;
-        a.out_h = s.h.out_size;
-        a.out_w = s.w.out_size;
-        a.pixel_begin = p0;
-        a.pixel_end = std::min(pixels, p0 + kChunk);
-        a.sums = sums.data() + (t - begin) * tile_size;
-        k.weight_grad_tile(a);
+        const auto tile = tile_of(t);
+        const int64_t kh = tile.tap / s.w.kernel, kw = tile.tap % s.w.kernel;
+        const int64_t in_first = tile.g * s.in_per_group() + tile.first_ic;
+        const int64_t out_first = depthwise ? in_first : tile.g * s.out_per_group() + tile.first_oc;
+        WeightGradArgs<T> a{x + (kh * s.h.dilation * c.in_w + kw * s.w.dilation) * in_c + in_first,
+                            c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
+                            gy + out_first, out_c, s.h.out_size, s.w.out_size,
+                            p0, std::min(pixels, p0 + kChunk),
+                            sums.data() + (t - begin) * tile_size};
+        (depthwise ? k.depthwise_weight_grad : k.weight_grad_tile)(a);
       }
     }
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t ic_tile = t % ic_tiles, oc_tile = t / ic_tiles % oc_tiles;
-      const int64_t tap = t / (ic_tiles * oc_tiles) % taps, g = t / (ic_tiles * oc_tiles * taps);
-      const T* tile = sums.data() + (t - begin) * tile_size;
-      for (int64_t j = 0; j < k.tile_oc && oc_tile * k.tile_oc + j < s.out_per_group(); ++j) {
-        for (int64_t i = 0; i < k.tile_ic && ic_tile * k.tile_ic + i < s.in_per_group(); ++i) {
-          gw(g * s.out_per_group() + oc_tile * k.tile_oc + j, ic_tile * k.tile_ic + i,
-             tap / s.w.kernel, tap % s.w.kernel) = tile[j * k.tile_ic + i];
+      const auto tile = tile_of(t);
+      const T* sum = sums.data() + (t - begin) * tile_size;
+      const int64_t kh = tile.tap / s.w.kernel, kw = tile.tap % s.w.kernel;
+      const int64_t oc_end = depthwise ? 1 : std::min(tile_oc, s.out_per_group() - tile.first_oc);
+      const int64_t ic_limit = depthwise ? s.groups : s.in_per_group();
+      const int64_t ic_end = std::min(tile_ic, ic_limit - tile.first_ic);
+      for (int64_t j = 0; j < oc_end; ++j) {
+        for (int64_t i = 0; i < ic_end; ++i) {
+          if (depthwise) {
+            gw(tile.first_ic + i, 0, kh, kw) = sum[i];
+          } else {
+            gw(tile.g * s.out_per_group() + tile.first_oc + j, tile.first_ic + i, kh, kw) =
+                sum[j * tile_ic + i];
+          }
         }
       }
     }
@@ -414,22 +342,12 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
 at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  const Conv2dShape s =
-      conv2d_check(input, weight, bias, stride, padding, dilation, groups, "convext.conv2d");
+  constexpr const char* op = "convext.conv2d";
+  const Conv2dShape s = conv2d_check(input, weight, bias, stride, padding, dilation, groups, op);
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
-  if (use_simd_dense(s)) {
-    return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "convext.conv2d", [&] {
-      return conv2d_forward_simd<scalar_t>(s, input, weight, bias, format);
-    });
-  }
-  at::Tensor output = empty_like_layout({s.batch, s.out_channels, s.h.out_size, s.w.out_size},
-                                        input, format, input.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "convext.conv2d", [&] {
-    conv2d_forward_kernel<scalar_t>(s, read_view<scalar_t>(input), read_view<scalar_t>(weight),
-                                    bias ? bias->const_data_ptr<scalar_t>() : nullptr,
-                                    bias ? bias->stride(0) : 0, write_view<scalar_t>(output));
+  return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
+    return conv2d_forward_simd<scalar_t>(s, input, weight, bias, format);
   });
-  return output;
 }
 
 at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& input,
@@ -440,18 +358,9 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
                                               dilation, groups, op);
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
-  if (use_simd_dense(s)) {
-    return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-      return conv2d_backward_input_simd<scalar_t>(s, grad_output, weight, format);
-    });
-  }
-  at::Tensor grad_input = empty_like_layout(input.sizes(), input, format, input.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    conv2d_backward_input_kernel<scalar_t>(s, read_view<scalar_t>(grad_output),
-                                           read_view<scalar_t>(weight),
-                                           write_view<scalar_t>(grad_input));
+  return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
+    return conv2d_backward_input_simd<scalar_t>(s, grad_output, weight, format);
   });
-  return grad_input;
 }
 
 at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
@@ -465,13 +374,7 @@ at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::T
                                              conv2d_memory_format(input, weight),
                                              weight.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    if (use_simd_dense(s)) {
-      conv2d_backward_weight_simd<scalar_t>(s, grad_output, input, grad_weight);
-    } else {
-      conv2d_backward_weight_kernel<scalar_t>(s, read_view<scalar_t>(grad_output),
-                                              read_view<scalar_t>(input),
-                                              write_view<scalar_t>(grad_weight));
-    }
+    conv2d_backward_weight_simd<scalar_t>(s, grad_output, input, grad_weight);
   });
   return grad_weight;
 }

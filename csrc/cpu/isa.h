@@ -70,12 +70,32 @@ struct PoolArgs {
   int64_t divisor_override;  // avg_pool2d: 0 for none
 };
 
+// A run of output pixels of a depthwise convolution (one input and one output
+// channel per group), for one vector of channels, from a zero-padded NHWC input.
+template <typename T>
+struct DepthwiseArgs {
+  const T* input;         // the image's padded input, at the vector's first channel
+  int64_t input_row, input_pixel;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  const T* weight;        // packed [kernel_h][kernel_w][channel], at the vector's first channel
+  int64_t weight_tap;     // elements between taps of the packed weights
+  const T* bias;          // at the vector's first channel (padded), or nullptr
+  T* output;              // the image's first output pixel, at the vector's first channel
+  int64_t output_pixel;
+  int64_t out_w, pixel_begin, pixel_end;
+  int64_t channels;       // valid channels of the vector, <= lanes
+};
+
 template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
   int tile_oc, tile_ic;   // weight-gradient tile
   void (*conv_pixels)(const ConvPixelsArgs<T>&);
   void (*weight_grad_tile)(const WeightGradArgs<T>&);
+  void (*depthwise_pixels)(const DepthwiseArgs<T>&);
+  // Depthwise weight gradient of one tap for `lanes` channels: sums[c] +=
+  // grad_output[p, c] * input[p's tap, c] over the pixel range.
+  void (*depthwise_weight_grad)(const WeightGradArgs<T>&);
   // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
   // FMAs; returns a value that depends on all of them.
   int fma_chains;

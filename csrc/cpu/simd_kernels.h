@@ -11,6 +11,7 @@
 namespace CONVEXT_ISA_NAMESPACE {
 
 using convext::cpu::ConvPixelsArgs;
+using convext::cpu::DepthwiseArgs;
 using convext::cpu::PoolArgs;
 using convext::cpu::WeightGradArgs;
 
@@ -200,6 +201,74 @@ struct Kernels {
       }
     }
     return total;
+  }
+
+  // ---- depthwise convolution -------------------------------------------
+  template <int RW>
+  static void depthwise_block(const DepthwiseArgs<T>& a, int64_t first_pixel) {
+    const T* x[RW];
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+      const int64_t p = first_pixel + r;
+      x[r] = a.input + p / a.out_w * a.stride_h * a.input_row + p % a.out_w * a.stride_w * a.input_pixel;
+    }
+    vec acc[RW];
+    const vec bias = a.bias ? V::load(a.bias) : vec{};
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+      acc[r] = bias;
+    }
+    const T* w = a.weight;
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < a.kernel_w; ++kw, w += a.weight_tap) {
+        const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
+        const vec wv = V::load(w);
+#pragma GCC unroll 16
+        for (int r = 0; r < RW; ++r) {
+          acc[r] += V::load(x[r] + tap) * wv;
+        }
+      }
+    }
+    for (int r = 0; r < RW; ++r) {
+      T* o = a.output + (first_pixel + r) * a.output_pixel;
+      if (a.channels == L) {
+        V::store(o, acc[r]);
+      } else {
+        T lanes[L];
+        V::store(lanes, acc[r]);
+        for (int64_t c = 0; c < a.channels; ++c) {
+          o[c] = lanes[c];
+        }
+      }
+    }
+  }
+
+  static void depthwise_pixels(const DepthwiseArgs<T>& a) {
+    constexpr int RW = Registers >= 32 ? 12 : 6;
+    int64_t p = a.pixel_begin;
+    for (; p + RW <= a.pixel_end; p += RW) {
+      depthwise_block<RW>(a, p);
+    }
+    for (; p < a.pixel_end; ++p) {
+      depthwise_block<1>(a, p);
+    }
+  }
+
+  static void depthwise_weight_grad(const WeightGradArgs<T>& a) {
+    vec acc = V::load(a.sums);
+    const int64_t pixel_step = a.stride_w * a.input_pixel;
+    for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
+      const int64_t col = p % a.out_w;
+      const int64_t image = p / a.out_w / a.out_h, row = p / a.out_w % a.out_h;
+      const int64_t run = (a.pixel_end - p) < (a.out_w - col) ? (a.pixel_end - p) : (a.out_w - col);
+      const T* g = a.grad_output + p * a.grad_pixel;
+      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
+      for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
+        acc += V::load(g) * V::load(x);
+      }
+      p += run;
+    }
+    V::store(a.sums, acc);
   }
 
   // ---- pooling ---------------------------------------------------------
@@ -427,7 +496,8 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, kChains, &fma_loop,
+    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, &depthwise_pixels,
+            &depthwise_weight_grad, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
