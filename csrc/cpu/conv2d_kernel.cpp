@@ -87,9 +87,10 @@ at::Tensor padded_nhwc(const at::Tensor& src, int64_t height, int64_t width, int
 // A convolution on NHWC buffers, as the SIMD kernels see it.
 struct ConvNhwc {
   int64_t batch, groups, in_per_group, out_per_group;
-  int64_t in_h, in_w;  // the padded input buffer
+  int64_t in_h, in_w;  // the input buffer
   int64_t out_h, out_w;
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  int64_t pad_h = 0, pad_w = 0;  // padding not in the buffer (depthwise kernels skip it)
 
   int64_t in_channels() const { return groups * in_per_group; }
   int64_t out_channels() const { return groups * out_per_group; }
@@ -207,6 +208,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
     if (c.depthwise()) {
       const int64_t first = block * k.lanes;
       DepthwiseArgs<T> a{input + n * image_in + first, c.in_w * in_c, in_c,
+                         c.in_h, c.in_w, c.pad_h, c.pad_w,
                          c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
                          c.dilation_w, w + first, depthwise_channels, b ? b + first : nullptr,
                          output + n * image_out + first, out_c, c.out_w, pixel_begin, pixel_end,
@@ -236,17 +238,20 @@ at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
   return at::empty(nchw_sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
-// Depthwise kernels load a whole vector of channels at the last pixel too.
-int64_t input_slack(const ConvNhwc& c, int lanes) { return c.depthwise() ? lanes : 0; }
-
 template <typename T>
 at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
-  const ConvNhwc c = ConvNhwc::forward(s);
-  const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1,
-                                        input_slack(c, k.lanes));
+  ConvNhwc c = ConvNhwc::forward(s);
+  if (c.depthwise()) {  // memory-bound: skip the padding in the kernel, not by a padded copy
+    c.in_h = s.h.in_size;
+    c.in_w = s.w.in_size;
+    c.pad_h = s.h.pad;
+    c.pad_w = s.w.pad;
+  }
+  const at::Tensor padded =
+      padded_nhwc(input, c.in_h, c.in_w, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, 0);
   at::Tensor output = empty_nhwc({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input);
   convolve_nhwc<T>(k, c, padded.const_data_ptr<T>(), weight, bias, false,
                    output.mutable_data_ptr<T>());
@@ -259,8 +264,7 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::input_gradient(s);
   const at::Tensor spread = padded_nhwc(grad_output, c.in_h, c.in_w, ConvNhwc::reach(s.h) - s.h.pad,
-                                        ConvNhwc::reach(s.w) - s.w.pad, s.h.stride, s.w.stride,
-                                        input_slack(c, k.lanes));
+                                        ConvNhwc::reach(s.w) - s.w.pad, s.h.stride, s.w.stride, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight);
   convolve_nhwc<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
                    grad_input.mutable_data_ptr<T>());

@@ -71,11 +71,13 @@ struct PoolArgs {
 };
 
 // A run of output pixels of a depthwise convolution (one input and one output
-// channel per group), for one vector of channels, from a zero-padded NHWC input.
+// channel per group), for one vector of channels, from an NHWC input. Taps
+// outside the input (the padding) are skipped: no padded copy is needed.
 template <typename T>
 struct DepthwiseArgs {
-  const T* input;         // the image's padded input, at the vector's first channel
+  const T* input;         // the image, at the vector's first channel
   int64_t input_row, input_pixel;
+  int64_t in_h, in_w, pad_h, pad_w;
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   const T* weight;        // packed [kernel_h][kernel_w][channel], at the vector's first channel
   int64_t weight_tap;     // elements between taps of the packed weights
@@ -83,7 +85,7 @@ struct DepthwiseArgs {
   T* output;              // the image's first output pixel, at the vector's first channel
   int64_t output_pixel;
   int64_t out_w, pixel_begin, pixel_end;
-  int64_t channels;       // valid channels of the vector, <= lanes
+  int64_t channels;       // valid channels of the vector, <= lanes: no lane past them is read
 };
 
 template <typename T>

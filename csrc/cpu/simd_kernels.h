@@ -204,13 +204,42 @@ struct Kernels {
   }
 
   // ---- depthwise convolution -------------------------------------------
-  template <int RW>
-  static void depthwise_block(const DepthwiseArgs<T>& a, int64_t first_pixel) {
+  // The first `count` lanes from p, zeros after: never reads past them.
+  static vec load_partial(const T* p, int64_t count) {
+    T lanes[L] = {};
+    for (int64_t l = 0; l < count; ++l) {
+      lanes[l] = p[l];
+    }
+    return V::load(lanes);
+  }
+
+  template <bool Partial>
+  static vec load_channels(const DepthwiseArgs<T>& a, const T* p) {
+    return Partial ? load_partial(p, a.channels) : V::load(p);
+  }
+
+  template <bool Partial>
+  static void store_channels(const DepthwiseArgs<T>& a, T* p, vec v) {
+    if (Partial) {
+      T lanes[L];
+      V::store(lanes, v);
+      for (int64_t c = 0; c < a.channels; ++c) {
+        p[c] = lanes[c];
+      }
+    } else {
+      V::store(p, v);
+    }
+  }
+
+  // RW pixels of output row oh from column ow, whose windows lie inside the input.
+  template <int RW, bool Partial>
+  static void depthwise_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+    const int64_t first_pixel = oh * a.out_w + ow;
     const T* x[RW];
+    x[0] = a.input + (oh * a.stride_h - a.pad_h) * a.input_row + (ow * a.stride_w - a.pad_w) * a.input_pixel;
 #pragma GCC unroll 16
-    for (int r = 0; r < RW; ++r) {
-      const int64_t p = first_pixel + r;
-      x[r] = a.input + p / a.out_w * a.stride_h * a.input_row + p % a.out_w * a.stride_w * a.input_pixel;
+    for (int r = 1; r < RW; ++r) {
+      x[r] = x[r - 1] + a.stride_w * a.input_pixel;
     }
     vec acc[RW];
     const vec bias = a.bias ? V::load(a.bias) : vec{};
@@ -225,32 +254,74 @@ struct Kernels {
         const vec wv = V::load(w);
 #pragma GCC unroll 16
         for (int r = 0; r < RW; ++r) {
-          acc[r] += V::load(x[r] + tap) * wv;
+          acc[r] += load_channels<Partial>(a, x[r] + tap) * wv;
         }
       }
     }
     for (int r = 0; r < RW; ++r) {
-      T* o = a.output + (first_pixel + r) * a.output_pixel;
-      if (a.channels == L) {
-        V::store(o, acc[r]);
-      } else {
-        T lanes[L];
-        V::store(lanes, acc[r]);
-        for (int64_t c = 0; c < a.channels; ++c) {
-          o[c] = lanes[c];
+      store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel, acc[r]);
+    }
+  }
+
+  // One pixel near the border: taps outside the input are skipped.
+  template <bool Partial>
+  static void depthwise_border_pixel(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+    const int64_t p = oh * a.out_w + ow;
+    const int64_t ih0 = oh * a.stride_h - a.pad_h, iw0 = ow * a.stride_w - a.pad_w;
+    vec acc = a.bias ? V::load(a.bias) : vec{};
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      const int64_t ih = ih0 + kh * a.dilation_h;
+      for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+        const int64_t iw = iw0 + kw * a.dilation_w;
+        if (ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w) {
+          const vec wv = V::load(a.weight + (kh * a.kernel_w + kw) * a.weight_tap);
+          acc += load_channels<Partial>(a, a.input + ih * a.input_row + iw * a.input_pixel) * wv;
         }
+      }
+    }
+    store_channels<Partial>(a, a.output + p * a.output_pixel, acc);
+  }
+
+  // Row by row: pixels whose windows lie inside the input go in register blocks
+  // (the last block of a row may overlap the one before: it writes the same
+  // values again), the rest one by one with their taps checked.
+  template <bool Partial>
+  static void depthwise_run(const DepthwiseArgs<T>& a) {
+    constexpr int RW = Registers >= 32 ? 12 : 6;
+    // Output columns [col_lo, col_hi) have every tap inside the input's width.
+    const int64_t col_lo = (a.pad_w + a.stride_w - 1) / a.stride_w;
+    const int64_t last_start = a.in_w - 1 + a.pad_w - (a.kernel_w - 1) * a.dilation_w;
+    const int64_t col_hi = last_start >= 0 ? last_start / a.stride_w + 1 : 0;
+    for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
+      const int64_t oh = p / a.out_w, row_first = oh * a.out_w;
+      const int64_t end = row_first + a.out_w < a.pixel_end ? row_first + a.out_w : a.pixel_end;
+      const int64_t ih = oh * a.stride_h - a.pad_h;
+      const bool row_inside = ih >= 0 && ih + (a.kernel_h - 1) * a.dilation_h < a.in_h;
+      const int64_t lo = row_inside ? (row_first + col_lo > p ? row_first + col_lo : p) : end;
+      const int64_t hi = row_inside ? (row_first + col_hi < end ? row_first + col_hi : end) : end;
+      for (; p < lo && p < end; ++p) {
+        depthwise_border_pixel<Partial>(a, oh, p - row_first);
+      }
+      if (hi - p >= RW) {
+        for (; p < hi; p += RW) {
+          depthwise_block<RW, Partial>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
+        }
+        p = hi;
+      }
+      for (; p < hi; ++p) {
+        depthwise_block<1, Partial>(a, oh, p - row_first);
+      }
+      for (; p < end; ++p) {
+        depthwise_border_pixel<Partial>(a, oh, p - row_first);
       }
     }
   }
 
   static void depthwise_pixels(const DepthwiseArgs<T>& a) {
-    constexpr int RW = Registers >= 32 ? 12 : 6;
-    int64_t p = a.pixel_begin;
-    for (; p + RW <= a.pixel_end; p += RW) {
-      depthwise_block<RW>(a, p);
-    }
-    for (; p < a.pixel_end; ++p) {
-      depthwise_block<1>(a, p);
+    if (a.channels == L) {
+      depthwise_run<false>(a);
+    } else {
+      depthwise_run<true>(a);
     }
   }
 
