@@ -275,24 +275,31 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
 // one group (depthwise: of one vector of channels), each owned by one thread
 // and summed over the output pixels chunk by chunk in a fixed order:
 // deterministic for any thread count, and each chunk of grad_output and input
-// stays in cache while every tile of the thread passes over it.
+// stays in cache while every tile of the thread passes over it. The lanes hold
+// whichever side of the group has more channels.
 template <typename T>
 void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_output,
                                  const at::Tensor& input, const at::Tensor& grad_weight) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   const bool depthwise = c.depthwise();
-  const int64_t tile_oc = depthwise ? 1 : k.tile_oc, tile_ic = depthwise ? k.lanes : k.tile_ic;
+  const bool by_output = !depthwise && s.in_per_group() < s.out_per_group();
+  // Channels per tile on each side, and the kernel.
+  const int64_t tile_oc = depthwise ? 1 : by_output ? k.tile_vector : k.tile_broadcast;
+  const int64_t tile_ic = depthwise ? k.lanes : by_output ? k.tile_broadcast : k.tile_vector;
+  const auto kernel = depthwise ? k.depthwise_weight_grad
+                      : by_output ? k.weight_grad_tile_by_output : k.weight_grad_tile;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
   const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
   const at::Tensor grad = padded_nhwc(grad_output, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
                                       depthwise ? k.lanes : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
-  // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector][tap].
-  const int64_t oc_tiles = depthwise ? 1 : ceil_div(s.out_per_group(), tile_oc);
-  const int64_t ic_tiles = depthwise ? ceil_div(s.groups, tile_ic) : ceil_div(s.in_per_group(), tile_ic);
+  // Tiles: [group][tap][oc tile][ic tile]; depthwise: one group of all channels.
   const int64_t groups = depthwise ? 1 : s.groups;
+  const int64_t group_in = depthwise ? s.groups : s.in_per_group();
+  const int64_t group_out = depthwise ? 1 : s.out_per_group();
+  const int64_t oc_tiles = ceil_div(group_out, tile_oc), ic_tiles = ceil_div(group_in, tile_ic);
   const int64_t taps = s.h.kernel * s.w.kernel;
   const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
@@ -303,39 +310,38 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
     std::vector<T> sums((end - begin) * tile_size, T(0));
     const auto tile_of = [&](int64_t t) {
       struct {
-        int64_t g, tap, first_oc, first_ic;
-      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps,
-             t / ic_tiles % oc_tiles * tile_oc, t % ic_tiles * tile_ic};
+        int64_t g, kh, kw, first_oc, first_ic;
+      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps / s.w.kernel,
+             t / (ic_tiles * oc_tiles) % taps % s.w.kernel, t / ic_tiles % oc_tiles * tile_oc,
+             t % ic_tiles * tile_ic};
       return tile;
     };
     for (int64_t p0 = 0; p0 < pixels; p0 += kChunk) {
       for (int64_t t = begin; t < end; ++t) {
         const auto tile = tile_of(t);
-        const int64_t kh = tile.tap / s.w.kernel, kw = tile.tap % s.w.kernel;
-        const int64_t in_first = tile.g * s.in_per_group() + tile.first_ic;
-        const int64_t out_first = depthwise ? in_first : tile.g * s.out_per_group() + tile.first_oc;
-        WeightGradArgs<T> a{x + (kh * s.h.dilation * c.in_w + kw * s.w.dilation) * in_c + in_first,
-                            c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
-                            gy + out_first, out_c, s.h.out_size, s.w.out_size,
-                            p0, std::min(pixels, p0 + kChunk),
-                            sums.data() + (t - begin) * tile_size};
-        (depthwise ? k.depthwise_weight_grad : k.weight_grad_tile)(a);
+        const int64_t in_first = tile.g * group_in + tile.first_ic;
+        const int64_t out_first = depthwise ? in_first : tile.g * group_out + tile.first_oc;
+        WeightGradArgs<T> a{
+            x + (tile.kh * s.h.dilation * c.in_w + tile.kw * s.w.dilation) * in_c + in_first,
+            c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
+            gy + out_first, out_c, s.h.out_size, s.w.out_size,
+            p0, std::min(pixels, p0 + kChunk), sums.data() + (t - begin) * tile_size};
+        kernel(a);
       }
     }
     for (int64_t t = begin; t < end; ++t) {
       const auto tile = tile_of(t);
       const T* sum = sums.data() + (t - begin) * tile_size;
-      const int64_t kh = tile.tap / s.w.kernel, kw = tile.tap % s.w.kernel;
-      const int64_t oc_end = depthwise ? 1 : std::min(tile_oc, s.out_per_group() - tile.first_oc);
-      const int64_t ic_limit = depthwise ? s.groups : s.in_per_group();
-      const int64_t ic_end = std::min(tile_ic, ic_limit - tile.first_ic);
-      for (int64_t j = 0; j < oc_end; ++j) {
-        for (int64_t i = 0; i < ic_end; ++i) {
+      const int64_t oc_count = std::min(tile_oc, group_out - tile.first_oc);
+      const int64_t ic_count = std::min(tile_ic, group_in - tile.first_ic);
+      for (int64_t j = 0; j < oc_count; ++j) {
+        for (int64_t i = 0; i < ic_count; ++i) {
+          // sums is [broadcast side][vector side].
+          const T value = by_output ? sum[i * tile_oc + j] : sum[j * tile_ic + i];
           if (depthwise) {
-            gw(tile.first_ic + i, 0, kh, kw) = sum[i];
+            gw(tile.first_ic + i, 0, tile.kh, tile.kw) = value;
           } else {
-            gw(tile.g * s.out_per_group() + tile.first_oc + j, tile.first_ic + i, kh, kw) =
-                sum[j * tile_ic + i];
+            gw(tile.g * group_out + tile.first_oc + j, tile.first_ic + i, tile.kh, tile.kw) = value;
           }
         }
       }

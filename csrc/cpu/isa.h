@@ -27,10 +27,11 @@ struct ConvPixelsArgs {
   int vectors;            // block = vectors * lanes, 1 to 4
 };
 
-// A tile of a weight gradient for one kernel tap: tile_oc output channels by
-// tile_ic input channels, summed over a range of output pixels and added to
-// `sums` ([tile_oc][tile_ic], contiguous). Reads up to a tile past the last
-// valid channel: the caller's buffers have that slack.
+// A tile of a weight gradient for one kernel tap: tile_broadcast channels of
+// one side by tile_vector channels of the other, summed over a range of output
+// pixels and added to `sums` ([tile_broadcast][tile_vector], contiguous).
+// Reads up to a tile past the last valid channel: the caller's buffers have
+// that slack.
 template <typename T>
 struct WeightGradArgs {
   const T* input;         // padded NHWC input at the tap of pixel (image 0, row 0, col 0), channel ic0
@@ -91,9 +92,13 @@ struct DepthwiseArgs {
 template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
-  int tile_oc, tile_ic;   // weight-gradient tile
+  int tile_broadcast, tile_vector;  // weight-gradient tile
   void (*conv_pixels)(const ConvPixelsArgs<T>&);
+  // Output channels broadcast, input channels in the lanes.
   void (*weight_grad_tile)(const WeightGradArgs<T>&);
+  // Input channels broadcast, output channels in the lanes: for groups with
+  // fewer input than output channels.
+  void (*weight_grad_tile_by_output)(const WeightGradArgs<T>&);
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);
   // Depthwise weight gradient of one tap for `lanes` channels: sums[c] +=
   // grad_output[p, c] * input[p's tap, c] over the pixel range.

@@ -130,10 +130,14 @@ struct Kernels {
     }
   }
 
-  // Weight-gradient tile: TO output channels (broadcast) by TI vectors of input channels.
+  // Weight-gradient tile: TO channels broadcast by TI vectors of channels.
+  // ByOutput == false: output channels broadcast, input channels in the lanes;
+  // true (groups with fewer input than output channels): the other way round.
+  // sums is [broadcast channel][vector channel].
   static constexpr int TO = Registers >= 32 ? 8 : 4;
   static constexpr int TI = 2;
 
+  template <bool ByOutput>
   static void weight_grad_tile(const WeightGradArgs<T>& a) {
     vec acc[TO][TI];
 #pragma GCC unroll 8
@@ -153,17 +157,19 @@ struct Kernels {
       const T* g = a.grad_output + p * a.grad_pixel;
       const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
       for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
-        vec xv[TI];
+        const T* vectors = ByOutput ? g : x;
+        const T* broadcasts = ByOutput ? x : g;
+        vec v[TI];
 #pragma GCC unroll 2
         for (int i = 0; i < TI; ++i) {
-          xv[i] = V::load(x + i * L);
+          v[i] = V::load(vectors + i * L);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < TO; ++j) {
-          const vec gv = V::broadcast(g[j]);
+          const vec b = V::broadcast(broadcasts[j]);
 #pragma GCC unroll 2
           for (int i = 0; i < TI; ++i) {
-            acc[j][i] += gv * xv[i];
+            acc[j][i] += b * v[i];
           }
         }
       }
@@ -567,7 +573,8 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile, &depthwise_pixels,
+    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile<false>, &weight_grad_tile<true>,
+            &depthwise_pixels,
             &depthwise_weight_grad, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
