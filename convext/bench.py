@@ -5,6 +5,9 @@
     python -m convext.bench --shape conv:8,64,56,56,64,3,1,1      # N,C,H,W,C_out,k,stride,pad[,dilation,groups]
     python -m convext.bench --shape max:8,64,112,112,3,2,1        # N,C,H,W,k,stride,pad
 
+Layers whose input is the image (LeNet conv1, the ResNet-50 stem) compute no input gradient in their
+backward, for torch and convext alike, as in a training step, where the image needs none.
+
 For every case: the median time of each implementation after warm-up (torch.utils.benchmark), GFLOP/s
 for convolutions and GB/s for pools, their fraction of this machine's peak FMA throughput and copy
 bandwidth (both measured in the same run by convext's own probe kernels), the speed ratio
@@ -46,6 +49,7 @@ class Case:
     padding: int = 0
     dilation: int = 1
     groups: int = 1
+    image_input: bool = False  # a network's first layer: its backward computes no input gradient
 
     def conv_args(self):
         return self.stride, self.padding, self.dilation, self.groups
@@ -54,9 +58,9 @@ class Case:
 def default_suite():
     conv = "conv"
     return [
-        Case("LeNet conv1 1->6 5x5 p2", conv, 256, 1, 28, 6, 5, 1, 2),
+        Case("LeNet conv1 1->6 5x5 p2", conv, 256, 1, 28, 6, 5, 1, 2, image_input=True),
         Case("LeNet conv2 6->16 5x5", conv, 256, 6, 14, 16, 5),
-        Case("ResNet-50 stem 7x7/2", conv, 8, 3, 224, 64, 7, 2, 3),
+        Case("ResNet-50 stem 7x7/2", conv, 8, 3, 224, 64, 7, 2, 3, image_input=True),
         Case("ResNet-50 3x3 64 @56", conv, 8, 64, 56, 64, 3, 1, 1),
         Case("ResNet-50 3x3 128 @28", conv, 8, 128, 28, 128, 3, 1, 1),
         Case("ResNet-50 3x3 256 @14", conv, 8, 256, 14, 256, 3, 1, 1),
@@ -129,15 +133,15 @@ class Workload:
         if lib is torch:
             if c.kind == "conv":
                 return aten.convolution_backward(self.gy, self.x, self.w, [c.out_channels], conv[0], conv[1],
-                                                 conv[2], False, [0, 0], c.groups, [True, True, True])
+                                                 conv[2], False, [0, 0], c.groups, [not c.image_input, True, True])
             if c.kind == "max":
                 return aten.max_pool2d_with_indices_backward(self.gy, self.x, [c.kernel] * 2, [c.stride] * 2,
                                                              [c.padding] * 2, [1, 1], False, self.indices)
             return aten.avg_pool2d_backward(self.gy, self.x, [c.kernel] * 2, [c.stride] * 2, [c.padding] * 2,
                                             False, True, None)
         if c.kind == "conv":
-            return (ops.conv2d_backward_input(self.gy, self.x, self.w, *conv),
-                    ops.conv2d_backward_weight(self.gy, self.x, self.w, *conv),
+            grad_input = None if c.image_input else ops.conv2d_backward_input(self.gy, self.x, self.w, *conv)
+            return (grad_input, ops.conv2d_backward_weight(self.gy, self.x, self.w, *conv),
                     ops.conv2d_backward_bias(self.gy))
         if c.kind == "max":
             return ops.max_pool2d_backward(self.gy, self.x, self.indices)
@@ -146,10 +150,12 @@ class Workload:
 
     def forward_backward(self, lib):
         leaves = [t.detach().requires_grad_() for t in self.leaves()]
+        if self.case.image_input:
+            leaves[0].requires_grad_(False)
         saved = self.swap_leaves(leaves)
         out = self.forward(lib)
         out = out[0] if isinstance(out, tuple) else out
-        grads = torch.autograd.grad(out, leaves, self.gy)
+        grads = torch.autograd.grad(out, [t for t in leaves if t.requires_grad], self.gy)
         self.swap_leaves(saved)
         return out, grads
 
@@ -169,7 +175,8 @@ class Workload:
         c, x, gy = self.case, self.x, self.gy
         if c.kind == "conv":
             fwd = 2 * gy.numel() * (c.channels // c.groups) * c.kernel * c.kernel
-            return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}[pass_name]
+            bwd = fwd if c.image_input else 2 * fwd  # weight gradient, and input gradient unless image input
+            return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[pass_name]
         item = x.element_size()
         index_bytes = gy.numel() * 8 if c.kind == "max" else 0
         fwd = (x.numel() + gy.numel()) * item + index_bytes
@@ -180,7 +187,7 @@ class Workload:
 def max_error(a, b):
     """Largest difference between two results (tensors or nested tuples), relative to b's scale."""
     if isinstance(a, (tuple, list)):
-        return max(max_error(x, y) for x, y in zip(a, b, strict=True))
+        return max(max_error(x, y) for x, y in zip(a, b, strict=True) if x is not None)
     if not a.is_floating_point():
         return 0.0 if torch.equal(a, b) else float("inf")
     scale = b.abs().max().item() if b.numel() else 1.0

@@ -94,6 +94,18 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
         assert out.shape[2:] == x.shape[2:]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_many_channels_match_torch(dtype, cpu_isa):
+    """Enough input channels to be summed in several cached chunks, and a
+    partial block of output channels."""
+    x = torch.randn(2, 100, 9, 8, dtype=dtype, requires_grad=True)
+    w = torch.randn(70, 100, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(70, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, 1, 1), lambda x, w, b: F.conv2d(x, w, b, 1, 1), [x, w, b]
+    )
+
+
 def test_unbatched_input_gives_unbatched_output():
     x, w = torch.randn(3, 7, 7, dtype=torch.float64), torch.randn(5, 3, 3, 3, dtype=torch.float64)
     out = convext.conv2d(x, w, stride=2, padding=1)

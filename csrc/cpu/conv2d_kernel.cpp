@@ -115,20 +115,26 @@ struct ConvNhwc {
   static int64_t reach(const WindowAxis& a) { return a.dilation * (a.kernel - 1); }
 };
 
-// Output channels per call of the dense kernel: vectors per block, block
-// width, blocks per group.
+// Output channels per call of the dense kernel (vectors per block, block
+// width, blocks per group), and input channels per call: chunks whose packed
+// weights stay in cache while a run of pixels passes over them.
 struct Blocking {
   int vectors;
   int64_t width, per_group;
+  int64_t chunk, chunks;
 
-  static Blocking of(int64_t out_per_group, int lanes) {
-    const int vectors = static_cast<int>(std::min<int64_t>(4, ceil_div(out_per_group, lanes)));
+  static Blocking of(const ConvNhwc& c, int lanes, int64_t element_size) {
+    const int vectors = static_cast<int>(std::min<int64_t>(4, ceil_div(c.out_per_group, lanes)));
     const int64_t width = int64_t{vectors} * lanes;
-    return {vectors, width, ceil_div(out_per_group, width)};
+    constexpr int64_t kChunkBytes = int64_t{64} << 10;
+    const int64_t per_channel = c.kernel_h * c.kernel_w * width * element_size;
+    const int64_t chunks = ceil_div(c.in_per_group, std::max<int64_t>(1, kChunkBytes / per_channel));
+    return {vectors, width, ceil_div(c.out_per_group, width), ceil_div(c.in_per_group, chunks),
+            chunks};
   }
 };
 
-// Dense weights (C_out, C_in / groups, kh, kw) as [group][block][kh][kw][ic][lane];
+// Dense weights (C_out, C_in / groups, kh, kw) as [group][block][chunk][kh][kw][ic][lane];
 // depthwise weights (C, 1, kh, kw) as [kh][kw][channel]. Zeros pad the lanes.
 // transposed: the weights of the transposed convolution (channel roles
 // swapped, taps flipped), which computes the input gradient.
@@ -155,15 +161,19 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvNhwc& c, const Blocki
   T* p = packed.mutable_data_ptr<T>();
   for (int64_t g = 0; g < c.groups; ++g) {
     for (int64_t block = 0; block < blocking.per_group; ++block) {
-      for (int64_t kh = 0; kh < kernel_h; ++kh) {
-        for (int64_t kw = 0; kw < kernel_w; ++kw) {
-          for (int64_t ic = 0; ic < c.in_per_group; ++ic) {
-            for (int64_t lane = 0; lane < blocking.width; ++lane, ++p) {
-              const int64_t oc = block * blocking.width + lane;
-              if (oc < c.out_per_group) {
-                // Transposed: c's input channels are the original's output channels.
-                *p = transposed ? w(g * c.in_per_group + ic, oc, kernel_h - 1 - kh, kernel_w - 1 - kw)
-                                : w(g * c.out_per_group + oc, ic, kh, kw);
+      for (int64_t first_ic = 0; first_ic < c.in_per_group; first_ic += blocking.chunk) {
+        const int64_t last_ic = std::min(c.in_per_group, first_ic + blocking.chunk);
+        for (int64_t kh = 0; kh < kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < kernel_w; ++kw) {
+            for (int64_t ic = first_ic; ic < last_ic; ++ic) {
+              for (int64_t lane = 0; lane < blocking.width; ++lane, ++p) {
+                const int64_t oc = block * blocking.width + lane;
+                if (oc < c.out_per_group) {
+                  // Transposed: c's input channels are the original's output channels.
+                  *p = transposed
+                           ? w(g * c.in_per_group + ic, oc, kernel_h - 1 - kh, kernel_w - 1 - kw)
+                           : w(g * c.out_per_group + oc, ic, kh, kw);
+                }
               }
             }
           }
@@ -186,7 +196,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
-  const Blocking blocking = Blocking::of(c.out_per_group, k.lanes);
+  const Blocking blocking = Blocking::of(c, k.lanes, sizeof(T));
   // Depthwise: one block is one vector of channels, across groups.
   const int64_t depthwise_channels = ceil_div(c.groups, k.lanes) * k.lanes;
   const int64_t blocks = c.depthwise() ? depthwise_channels / k.lanes : c.groups * blocking.per_group;
@@ -217,15 +227,22 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
       return;
     }
     const int64_t g = block / blocking.per_group, in_group = block % blocking.per_group;
+    const int64_t chunk_weights = c.kernel_h * c.kernel_w * blocking.chunk * blocking.width;
     ConvPixelsArgs<T> a{input + n * image_in + g * c.in_per_group, c.in_w * in_c, in_c,
-                        c.in_per_group, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w,
+                        blocking.chunk, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w,
                         c.dilation_h, c.dilation_w, w + block * block_weights,
                         b ? b + block * blocking.width : nullptr,
                         output + n * image_out + g * c.out_per_group + in_group * blocking.width,
                         out_c, c.out_w, pixel_begin, pixel_end,
                         std::min(blocking.width, c.out_per_group - in_group * blocking.width),
-                        blocking.vectors};
-    k.conv_pixels(a);
+                        blocking.vectors, false};
+    for (int64_t chunk = 0; chunk < blocking.chunks; ++chunk) {
+      a.in_channels = std::min(blocking.chunk, c.in_per_group - chunk * blocking.chunk);
+      k.conv_pixels(a);
+      a.input += blocking.chunk;
+      a.weight += chunk_weights;
+      a.accumulate = true;
+    }
   });
 }
 

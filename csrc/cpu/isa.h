@@ -15,9 +15,9 @@ struct ConvPixelsArgs {
   const T* input;         // the image's padded input, at the group's first channel
   int64_t input_row;      // elements between input rows
   int64_t input_pixel;    // elements between input pixels
-  int64_t in_channels;    // channels summed over: the group's
+  int64_t in_channels;    // channels summed over: a chunk of the group's
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
-  const T* weight;        // the block's packed weights: [kernel_h][kernel_w][in_channels][block]
+  const T* weight;        // the chunk's packed weights: [kernel_h][kernel_w][in_channels][block]
   const T* bias;          // the block's bias (block values), or nullptr
   T* output;              // the image's first output pixel, at the block's first channel
   int64_t output_pixel;   // elements between output pixels
@@ -25,6 +25,7 @@ struct ConvPixelsArgs {
   int64_t pixel_begin, pixel_end;  // flat output pixels (row * out_w + col) to compute
   int64_t channels;       // valid channels of the block, <= block
   int vectors;            // block = vectors * lanes, 1 to 4
+  bool accumulate;        // add to the output (a later chunk of input channels) instead of bias
 };
 
 // A tile of a weight gradient for one kernel tap: tile_broadcast channels of

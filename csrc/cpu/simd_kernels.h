@@ -48,6 +48,15 @@ struct Kernels {
     return fit < 12 ? fit : 12;
   }
 
+  // Lanes [0, count) from p (count may be past L or below 1), zeros after.
+  static vec load_first(const T* p, int64_t count) {
+    T lanes[L] = {};
+    for (int64_t l = 0; l < count && l < L; ++l) {
+      lanes[l] = p[l];
+    }
+    return V::load(lanes);
+  }
+
   template <int NB, int RW>
   static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
     const T* x[RW];
@@ -57,11 +66,17 @@ struct Kernels {
       x[r] = a.input + p / a.out_w * a.stride_h * a.input_row + p % a.out_w * a.stride_w * a.input_pixel;
     }
     vec acc[RW][NB];
+    const bool full_block = a.channels == NB * L;
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
+      const T* o = a.output + (first_pixel + r) * a.output_pixel;
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) {
-        acc[r][b] = a.bias ? V::load(a.bias + b * L) : vec{};
+        if (a.accumulate) {
+          acc[r][b] = full_block ? V::load(o + b * L) : load_first(o + b * L, a.channels - b * L);
+        } else {
+          acc[r][b] = a.bias ? V::load(a.bias + b * L) : vec{};
+        }
       }
     }
     const T* w = a.weight;
@@ -85,7 +100,6 @@ struct Kernels {
         }
       }
     }
-    const bool full_block = a.channels == NB * L;
     for (int r = 0; r < RW; ++r) {
       T* o = a.output + (first_pixel + r) * a.output_pixel;
       if (full_block) {
