@@ -113,11 +113,15 @@ def test_unbatched_input_gives_unbatched_output():
     assert_close(out, F.conv2d(x, w, stride=2, padding=1))
 
 
-@pytest.mark.parametrize("channels,stride,dilation", [(8, 2, 1), (40, 1, 2), (37, 2, 1)])
-def test_depthwise_matches_torch(channels, stride, dilation, cpu_isa):
-    """Several vectors of channels and a partial one, with stride and dilation."""
+@pytest.mark.parametrize("channels,kernel,stride,dilation", [
+    (8, 3, 2, 1), (40, 3, 1, 2), (37, 3, 2, 1), (19, 5, 1, 1), (21, (2, 4), 2, 1),
+])
+def test_depthwise_matches_torch(channels, kernel, stride, dilation, cpu_isa):
+    """Several vectors of channels and a partial one, with stride and dilation,
+    for the 3x3 and 5x5 kernels and any other shape."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(2, channels, 12, 11, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(channels, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(channels, 1, kh, kw, dtype=torch.float64, requires_grad=True)
     b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
     assert_same_results(
         lambda x, w, b: convext.conv2d(x, w, b, stride, 1, dilation, channels),

@@ -312,15 +312,17 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                                       depthwise ? k.lanes : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
-  // Tiles: [group][tap][oc tile][ic tile]; depthwise: one group of all channels.
+  // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector], all
+  // taps in one tile (one group of all channels, sums [tap][lane]).
   const int64_t groups = depthwise ? 1 : s.groups;
   const int64_t group_in = depthwise ? s.groups : s.in_per_group();
   const int64_t group_out = depthwise ? 1 : s.out_per_group();
   const int64_t oc_tiles = ceil_div(group_out, tile_oc), ic_tiles = ceil_div(group_in, tile_ic);
-  const int64_t taps = s.h.kernel * s.w.kernel;
+  const int64_t kernel_taps = s.h.kernel * s.w.kernel;
+  const int64_t taps = depthwise ? 1 : kernel_taps;  // tap tiles
   const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
-  const int64_t tile_size = tile_oc * tile_ic;
+  const int64_t tile_size = depthwise ? kernel_taps * tile_ic : tile_oc * tile_ic;
   constexpr int64_t kChunk = 256;
   Nchw<T> gw = write_view<T>(grad_weight);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
@@ -342,7 +344,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
             x + (tile.kh * s.h.dilation * c.in_w + tile.kw * s.w.dilation) * in_c + in_first,
             c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
             gy + out_first, out_c, s.h.out_size, s.w.out_size,
-            p0, std::min(pixels, p0 + kChunk), sums.data() + (t - begin) * tile_size};
+            p0, std::min(pixels, p0 + kChunk), sums.data() + (t - begin) * tile_size,
+            s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation};
         kernel(a);
       }
     }
@@ -351,15 +354,19 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
       const T* sum = sums.data() + (t - begin) * tile_size;
       const int64_t oc_count = std::min(tile_oc, group_out - tile.first_oc);
       const int64_t ic_count = std::min(tile_ic, group_in - tile.first_ic);
+      if (depthwise) {
+        for (int64_t tap = 0; tap < kernel_taps; ++tap) {
+          for (int64_t i = 0; i < ic_count; ++i) {
+            gw(tile.first_ic + i, 0, tap / s.w.kernel, tap % s.w.kernel) = sum[tap * tile_ic + i];
+          }
+        }
+        continue;
+      }
       for (int64_t j = 0; j < oc_count; ++j) {
         for (int64_t i = 0; i < ic_count; ++i) {
           // sums is [broadcast side][vector side].
           const T value = by_output ? sum[i * tile_oc + j] : sum[j * tile_ic + i];
-          if (depthwise) {
-            gw(tile.first_ic + i, 0, tile.kh, tile.kw) = value;
-          } else {
-            gw(tile.g * group_out + tile.first_oc + j, tile.first_ic + i, tile.kh, tile.kw) = value;
-          }
+          gw(tile.g * group_out + tile.first_oc + j, tile.first_ic + i, tile.kh, tile.kw) = value;
         }
       }
     }

@@ -42,6 +42,8 @@ struct WeightGradArgs {
   int64_t out_h, out_w;   // output rows per image, pixels per row
   int64_t pixel_begin, pixel_end;  // flat (image, row, col) output pixels to sum over
   T* sums;
+  // Depthwise only: every tap in one pass; input is at tap (0, 0), sums is [tap][lane].
+  int64_t kernel_h, kernel_w, dilation_h, dilation_w;
 };
 
 // Pooling over one image in NHWC order (an NCHW plane is an image of one
@@ -101,8 +103,8 @@ struct KernelsFor {
   // fewer input than output channels.
   void (*weight_grad_tile_by_output)(const WeightGradArgs<T>&);
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);
-  // Depthwise weight gradient of one tap for `lanes` channels: sums[c] +=
-  // grad_output[p, c] * input[p's tap, c] over the pixel range.
+  // Depthwise weight gradient of every tap for `lanes` channels:
+  // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);
   // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
   // FMAs; returns a value that depends on all of them.

@@ -161,34 +161,23 @@ struct Kernels {
         acc[j][i] = V::load(a.sums + j * TI * L + i * L);
       }
     }
-    const int64_t pixel_step = a.stride_w * a.input_pixel;
-    int64_t p = a.pixel_begin;
-    while (p < a.pixel_end) {
-      // One run of pixels along an output row.
-      const int64_t col = p % a.out_w;
-      const int64_t image = p / a.out_w / a.out_h, row = p / a.out_w % a.out_h;
-      const int64_t run = (a.pixel_end - p) < (a.out_w - col) ? (a.pixel_end - p) : (a.out_w - col);
-      const T* g = a.grad_output + p * a.grad_pixel;
-      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
-      for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
-        const T* vectors = ByOutput ? g : x;
-        const T* broadcasts = ByOutput ? x : g;
-        vec v[TI];
+    for_each_pixel(a, [&](const T* g, const T* x) {
+      const T* vectors = ByOutput ? g : x;
+      const T* broadcasts = ByOutput ? x : g;
+      vec v[TI];
+#pragma GCC unroll 2
+      for (int i = 0; i < TI; ++i) {
+        v[i] = V::load(vectors + i * L);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < TO; ++j) {
+        const vec b = V::broadcast(broadcasts[j]);
 #pragma GCC unroll 2
         for (int i = 0; i < TI; ++i) {
-          v[i] = V::load(vectors + i * L);
-        }
-#pragma GCC unroll 8
-        for (int j = 0; j < TO; ++j) {
-          const vec b = V::broadcast(broadcasts[j]);
-#pragma GCC unroll 2
-          for (int i = 0; i < TI; ++i) {
-            acc[j][i] += b * v[i];
-          }
+          acc[j][i] += b * v[i];
         }
       }
-      p += run;
-    }
+    });
 #pragma GCC unroll 8
     for (int j = 0; j < TO; ++j) {
 #pragma GCC unroll 2
@@ -345,8 +334,10 @@ struct Kernels {
     }
   }
 
-  static void depthwise_weight_grad(const WeightGradArgs<T>& a) {
-    vec acc = V::load(a.sums);
+  // Calls f(grad_output pixel, input pixel at tap (0, 0)) for each output pixel
+  // of the range, walking it row by row.
+  template <typename F>
+  static void for_each_pixel(const WeightGradArgs<T>& a, F f) {
     const int64_t pixel_step = a.stride_w * a.input_pixel;
     for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
       const int64_t col = p % a.out_w;
@@ -355,11 +346,52 @@ struct Kernels {
       const T* g = a.grad_output + p * a.grad_pixel;
       const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
       for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
-        acc += V::load(g) * V::load(x);
+        f(g, x);
       }
       p += run;
     }
-    V::store(a.sums, acc);
+  }
+
+  // All taps of a KH x KW kernel in registers: one pass over the pixels.
+  template <int KH, int KW>
+  static void depthwise_weight_grad_fixed(const WeightGradArgs<T>& a) {
+    constexpr int taps = KH * KW;
+    int64_t offset[taps];
+    vec acc[taps];
+#pragma GCC unroll 25
+    for (int t = 0; t < taps; ++t) {
+      offset[t] = t / KW * a.dilation_h * a.input_row + t % KW * a.dilation_w * a.input_pixel;
+      acc[t] = V::load(a.sums + t * L);
+    }
+    for_each_pixel(a, [&](const T* g, const T* x) {
+      const vec gv = V::load(g);
+#pragma GCC unroll 25
+      for (int t = 0; t < taps; ++t) {
+        acc[t] += gv * V::load(x + offset[t]);
+      }
+    });
+#pragma GCC unroll 25
+    for (int t = 0; t < taps; ++t) {
+      V::store(a.sums + t * L, acc[t]);
+    }
+  }
+
+  static void depthwise_weight_grad(const WeightGradArgs<T>& a) {
+    if (a.kernel_h == 3 && a.kernel_w == 3) {
+      return depthwise_weight_grad_fixed<3, 3>(a);
+    }
+    if (a.kernel_h == 5 && a.kernel_w == 5) {
+      return depthwise_weight_grad_fixed<5, 5>(a);
+    }
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {  // any other kernel: a pass per tap
+      for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+        const int64_t offset = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
+        T* sums = a.sums + (kh * a.kernel_w + kw) * L;
+        vec acc = V::load(sums);
+        for_each_pixel(a, [&](const T* g, const T* x) { acc += V::load(g) * V::load(x + offset); });
+        V::store(sums, acc);
+      }
+    }
   }
 
   // ---- pooling ---------------------------------------------------------
