@@ -1,0 +1,26 @@
+"""python -m convext.bench runs end to end: tiny cases, every pass, JSON and markdown written."""
+
+import json
+
+from convext import bench
+
+
+def test_bench_writes_results_for_user_shapes(tmp_path):
+    status = bench.main([
+        "--shape", "conv:2,4,9,9,6,3,1,1,1,2", "--shape", "max:2,3,9,9,3,2,1", "--shape", "avg:2,3,8,8,2,2,0",
+        "--min-run-time", "0.01", "--output", str(tmp_path), "--memory-format", "channels_last",
+    ])
+    assert status == 0
+    result = json.loads((tmp_path / "cpu-float32-channels_last.json").read_text())
+    assert {r["pass"] for r in result["rows"]} == {"fwd", "bwd", "fwd+bwd"}
+    assert len(result["rows"]) == 9 and all(r["correct"] for r in result["rows"])
+    assert result["peaks"]["fma_gflops"] > 0 and result["peaks"]["copy_gbs"] > 0
+    assert result["machine"]["isa"] in ("generic", "avx2", "avx512")
+    assert "| case | pass |" in (tmp_path / "cpu-float32-channels_last.md").read_text()
+
+
+def test_default_suite_covers_the_issue_cases():
+    names = [c.name for c in bench.default_suite()]
+    assert len(names) == 15 and sum(c.kind == "conv" for c in bench.default_suite()) == 12
+    assert {c.name for c in bench.default_suite() if c.image_input} == {"LeNet conv1 1->6 5x5 p2",
+                                                                       "ResNet-50 stem 7x7/2"}
