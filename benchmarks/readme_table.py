@@ -29,8 +29,10 @@ def main(folder):
         cells += [f"**{runs[f]['summary'][p]['geomean_ratio']:.2f}x**" for p in passes]
     lines.append("| " + " | ".join(cells) + " |")
     m = runs[formats[0]]["machine"]
-    peaks = "; ".join(f"{f}: FMA {runs[f]['peaks']['fma_gflops']:.0f} GFLOP/s, copy {runs[f]['peaks']['copy_gbs']:.0f} GB/s"
-                      for f in formats)
+    peaks = "; ".join(
+        f"{f}: FMA {runs[f]['peaks']['fma_gflops']:.0f} GFLOP/s, copy {runs[f]['peaks']['copy_gbs']:.0f} GB/s"
+        for f in formats
+    )
     print(f"torch time / convext time (above 1: convext faster), float32, {m['cpu']}, {m['threads']} threads, "
           f"{m['isa']} kernels, torch {m['torch']}, {m['date'][:10]}. Peaks measured in the runs: {peaks}.\n")
     print("\n".join(lines))
