@@ -48,7 +48,8 @@ struct Kernels {
     return fit < 12 ? fit : 12;
   }
 
-  // Lanes [0, count) from p (count may be past L or below 1), zeros after.
+  // Lanes [0, count) from p (count may be past L or below 1), zeros after:
+  // never reads past them.
   static vec load_first(const T* p, int64_t count) {
     T lanes[L] = {};
     for (int64_t l = 0; l < count && l < L; ++l) {
@@ -57,6 +58,7 @@ struct Kernels {
     return V::load(lanes);
   }
 
+  // ---- dense convolution -----------------------------------------------
   template <int NB, int RW>
   static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
     const T* x[RW];
@@ -213,18 +215,9 @@ struct Kernels {
   }
 
   // ---- depthwise convolution -------------------------------------------
-  // The first `count` lanes from p, zeros after: never reads past them.
-  static vec load_partial(const T* p, int64_t count) {
-    T lanes[L] = {};
-    for (int64_t l = 0; l < count; ++l) {
-      lanes[l] = p[l];
-    }
-    return V::load(lanes);
-  }
-
   template <bool Partial>
   static vec load_channels(const DepthwiseArgs<T>& a, const T* p) {
-    return Partial ? load_partial(p, a.channels) : V::load(p);
+    return Partial ? load_first(p, a.channels) : V::load(p);
   }
 
   template <bool Partial>
