@@ -106,6 +106,26 @@ def test_many_channels_match_torch(dtype, cpu_isa):
     )
 
 
+@pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
+    (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
+    (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2
+    (3, 5, 1, 3, 1, 0, 70),   # rows of several vectors and a tail
+    (2, 4, 2, (2, 3), 3, 1, 19),
+])
+def test_few_channels_per_group_match_torch(in_channels, out_channels, groups, kernel, stride, padding, width,
+                                             cpu_isa):
+    """Lanes along output rows (few channels per group on both sides)."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(3, in_channels, 11, width, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(out_channels, in_channels // groups, kh, kw, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, padding, 1, groups),
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, groups),
+        [x, w, b],
+    )
+
+
 def test_unbatched_input_gives_unbatched_output():
     x, w = torch.randn(3, 7, 7, dtype=torch.float64), torch.randn(5, 3, 3, 3, dtype=torch.float64)
     out = convext.conv2d(x, w, stride=2, padding=1)

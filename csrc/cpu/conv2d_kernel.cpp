@@ -255,12 +255,139 @@ at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
   return at::empty(nchw_sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
+// ---- Few channels per group on both sides: the planar kernels -------------
+// With channel lanes mostly empty, the lanes run along output rows of NCHW
+// planes instead (the first layers of networks, small groups).
+bool use_planar(const ConvNhwc& c, int lanes) {
+  return !c.depthwise() && 2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
+}
+
+// src (N, C, H, W) in any layout as zero-padded NCHW planes, with `slack`
+// zeros after for kernels that load whole vectors past a row's end.
+at::Tensor padded_nchw(const at::Tensor& src, int64_t pad_h, int64_t pad_w, int64_t slack) {
+  const int64_t n = src.size(0), c = src.size(1);
+  const int64_t h = src.size(2) + 2 * pad_h, w = src.size(3) + 2 * pad_w;
+  at::Tensor buffer = at::zeros({n * c * h * w + slack}, src.options());
+  buffer.narrow(0, 0, n * c * h * w)
+      .view({n, c, h, w})
+      .slice(2, pad_h, h - pad_h)
+      .slice(3, pad_w, w - pad_w)
+      .copy_(src);
+  return buffer;
+}
+
+int64_t planar_slack(const Conv2dShape& s, int lanes) { return 4 * lanes * s.w.stride + 2 * lanes; }
+
+template <typename T>
+at::Tensor conv2d_forward_planar(const KernelsFor<T>& k, const Conv2dShape& s, const at::Tensor& input,
+                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                 at::MemoryFormat format) {
+  const int64_t in_g = s.in_per_group(), out_g = s.out_per_group(), taps = s.h.kernel * s.w.kernel;
+  const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
+  const at::Tensor x = padded_nchw(input, s.h.pad, s.w.pad, planar_slack(s, k.lanes));
+  // Weights and bias per block of planar_block output channels, zeros past the group's.
+  const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
+  at::Tensor packed = at::zeros({s.groups * blocks * block * in_g * taps}, weight.options());
+  at::Tensor packed_bias = at::zeros({s.groups * blocks * block}, weight.options());
+  const Nchw<const T> w = read_view<T>(weight);
+  T* p = packed.mutable_data_ptr<T>();
+  T* pb = packed_bias.mutable_data_ptr<T>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    for (int64_t oc = 0; oc < out_g; ++oc) {
+      const int64_t slot = g * blocks * block + oc;  // blocks of a group are consecutive slots
+      for (int64_t ic = 0; ic < in_g; ++ic) {
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          p[(slot * in_g + ic) * taps + tap] = w(g * out_g + oc, ic, tap / s.w.kernel, tap % s.w.kernel);
+        }
+      }
+      if (bias) {
+        pb[slot] = bias->const_data_ptr<T>()[(g * out_g + oc) * bias->stride(0)];
+      }
+    }
+  }
+  at::Tensor output = at::empty({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input.options());
+  const T* xs = x.const_data_ptr<T>();
+  T* out = output.mutable_data_ptr<T>();
+  const int64_t out_plane = s.h.out_size * s.w.out_size;
+  parallel_over(s.batch * s.groups * blocks * s.h.out_size, s.w.out_size * block * in_g * taps,
+                [&](int64_t item) {
+    const int64_t oh = item % s.h.out_size, b = item / s.h.out_size % blocks;
+    const int64_t g = item / (s.h.out_size * blocks) % s.groups;
+    const int64_t n = item / (s.h.out_size * blocks * s.groups);
+    const int64_t slot = (g * blocks + b) * block;
+    PlanarArgs<T> a{xs + ((n * s.in_channels + g * in_g) * in_h + oh * s.h.stride) * in_w,
+                    in_h * in_w, in_w, in_g, s.h.kernel, s.w.kernel, s.w.stride, s.h.dilation,
+                    s.w.dilation, packed.const_data_ptr<T>() + slot * in_g * taps,
+                    bias ? packed_bias.const_data_ptr<T>() + slot : nullptr,
+                    out + ((n * s.out_channels + g * out_g + b * block) * s.h.out_size + oh) * s.w.out_size,
+                    out_plane, s.w.out_size, std::min(block, out_g - b * block)};
+    k.planar_rows(a);
+  });
+  return format == at::MemoryFormat::ChannelsLast ? output.contiguous(format) : output;
+}
+
+template <typename T>
+void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
+                                   const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& grad_weight) {
+  const int64_t in_g = s.in_per_group(), out_g = s.out_per_group();
+  const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
+  const at::Tensor x = padded_nchw(input, s.h.pad, s.w.pad, planar_slack(s, k.lanes));
+  const at::Tensor gy = padded_nchw(grad_output, 0, 0, k.lanes);  // slack: the masked last vector
+  const T* xs = x.const_data_ptr<T>();
+  const T* g_data = gy.const_data_ptr<T>();
+  const int64_t out_plane = s.h.out_size * s.w.out_size;
+  Nchw<T> gw = write_view<T>(grad_weight);
+  // Tiles of (group, output channel block, input channel, tap), each owned by
+  // one thread and summed image chunk by image chunk in a fixed order; each
+  // chunk stays in cache while the thread's tiles pass over it.
+  const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
+  const int64_t taps = s.h.kernel * s.w.kernel;
+  const int64_t tiles = s.groups * blocks * in_g * taps;
+  const int64_t image_bytes = (s.in_channels * in_h * in_w + s.out_channels * out_plane) * sizeof(T);
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 17) / image_bytes);
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> sums((end - begin) * block, T(0));
+    const auto tile_of = [&](int64_t t) {
+      struct {
+        int64_t g, first_oc, ic, kh, kw, count;
+      } tile{t / (taps * in_g * blocks), t / (taps * in_g) % blocks * block, t / taps % in_g,
+             t % taps / s.w.kernel, t % taps % s.w.kernel, 0};
+      tile.count = std::min(block, out_g - tile.first_oc);
+      return tile;
+    };
+    for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
+      for (int64_t t = begin; t < end; ++t) {
+        const auto tile = tile_of(t);
+        const int64_t oc = tile.g * out_g + tile.first_oc, channel = tile.g * in_g + tile.ic;
+        PlanarGradArgs<T> a{
+            g_data + (n0 * s.out_channels + oc) * out_plane, s.out_channels * out_plane, out_plane,
+            s.h.out_size, s.w.out_size, std::min(chunk, s.batch - n0),
+            xs + ((n0 * s.in_channels + channel) * in_h + tile.kh * s.h.dilation) * in_w +
+                tile.kw * s.w.dilation,
+            s.in_channels * in_h * in_w, in_w, s.h.stride, s.w.stride, tile.count,
+            sums.data() + (t - begin) * block};
+        k.planar_weight_grad(a);
+      }
+    }
+    for (int64_t t = begin; t < end; ++t) {
+      const auto tile = tile_of(t);
+      for (int64_t j = 0; j < tile.count; ++j) {
+        gw(tile.g * out_g + tile.first_oc + j, tile.ic, tile.kh, tile.kw) = sums[(t - begin) * block + j];
+      }
+    }
+  });
+}
+
 template <typename T>
 at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   ConvNhwc c = ConvNhwc::forward(s);
+  if (use_planar(c, k.lanes)) {
+    return conv2d_forward_planar<T>(k, s, input, weight, bias, format);
+  }
   if (c.depthwise()) {  // memory-bound: skip the padding in the kernel, not by a padded copy
     c.in_h = s.h.in_size;
     c.in_w = s.w.in_size;
@@ -299,6 +426,9 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                                  const at::Tensor& input, const at::Tensor& grad_weight) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
+  if (use_planar(c, k.lanes)) {
+    return conv2d_backward_weight_planar<T>(k, s, grad_output, input, grad_weight);
+  }
   const bool depthwise = c.depthwise();
   const bool by_output = !depthwise && s.in_per_group() < s.out_per_group();
   // Channels per tile on each side, and the kernel.

@@ -46,6 +46,37 @@ struct WeightGradArgs {
   int64_t kernel_h, kernel_w, dilation_h, dilation_w;
 };
 
+// Convolutions with few channels per group, on zero-padded NCHW planes: the
+// vector lanes run along an output row, so narrow groups leave no lane empty.
+// One call computes `out_channels` (<= planar_block) output rows (n, oc, oh).
+template <typename T>
+struct PlanarArgs {
+  const T* input;         // the image's padded planes, group's first channel, at row oh * stride_h
+  int64_t input_plane;    // elements between input planes
+  int64_t in_w;           // elements between input rows (the padded width)
+  int64_t in_channels;    // per group
+  int64_t kernel_h, kernel_w, stride_w, dilation_h, dilation_w;
+  const T* weight;        // [planar_block][in_channels][kernel_h][kernel_w], zeros past out_channels
+  const T* bias;          // planar_block values, or nullptr
+  T* output;              // row oh of the first output channel
+  int64_t output_plane;   // elements between output planes
+  int64_t out_w;
+  int64_t out_channels;   // valid output channels of the call
+};
+
+// Weights of a planar convolution's gradient for one input channel and tap and
+// up to planar_block output channels: over `batch` images and their output
+// rows, grad_output's row times the input's row under the tap, added to sums.
+template <typename T>
+struct PlanarGradArgs {
+  const T* grad_output;   // plane (image 0, first output channel)
+  int64_t grad_image, grad_plane, out_h, out_w, batch;
+  const T* input;         // padded plane (image 0, ic), at the tap: row kh * dilation_h, column kw * dilation_w
+  int64_t input_image, in_w, stride_h, stride_w;
+  int64_t out_channels;   // <= planar_block
+  T* sums;                // one per output channel
+};
+
 // Pooling over one image in NHWC order (an NCHW plane is an image of one
 // channel). Window geometry comes precomputed per output row and column.
 struct PoolTaps {
@@ -103,6 +134,9 @@ struct KernelsFor {
   // fewer input than output channels.
   void (*weight_grad_tile_by_output)(const WeightGradArgs<T>&);
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);
+  int planar_block;       // output channels per planar call
+  void (*planar_rows)(const PlanarArgs<T>&);
+  void (*planar_weight_grad)(const PlanarGradArgs<T>&);
   // Depthwise weight gradient of every tap for `lanes` channels:
   // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);

@@ -12,6 +12,8 @@ namespace CONVEXT_ISA_NAMESPACE {
 
 using convext::cpu::ConvPixelsArgs;
 using convext::cpu::DepthwiseArgs;
+using convext::cpu::PlanarArgs;
+using convext::cpu::PlanarGradArgs;
 using convext::cpu::PoolArgs;
 using convext::cpu::WeightGradArgs;
 
@@ -387,6 +389,98 @@ struct Kernels {
     }
   }
 
+  // ---- planar convolution (few channels per group) ----------------------
+  static constexpr int PB = Registers >= 32 ? 8 : 4;  // output channels per call
+
+  // PB output rows, two vectors of columns at a time; the last block may be
+  // partial: its lanes past the row are computed from neighbouring data and
+  // never stored.
+  static void planar_rows(const PlanarArgs<T>& a) {
+    const int64_t taps = a.kernel_h * a.kernel_w, per_oc = a.in_channels * taps;
+    for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
+      vec acc[PB][2];
+#pragma GCC unroll 8
+      for (int j = 0; j < PB; ++j) {
+        acc[j][0] = acc[j][1] = V::broadcast(a.bias ? a.bias[j] : T(0));
+      }
+      const T* column = a.input + ow * a.stride_w;
+      for (int64_t ic = 0; ic < a.in_channels; ++ic) {
+        for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+          const T* row = column + ic * a.input_plane + kh * a.dilation_h * a.in_w;
+          const T* w = a.weight + (ic * a.kernel_h + kh) * a.kernel_w;
+          for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+            const T* x = row + kw * a.dilation_w;
+            const vec x0 = load_strided(x, a.stride_w), x1 = load_strided(x + L * a.stride_w, a.stride_w);
+#pragma GCC unroll 8
+            for (int j = 0; j < PB; ++j) {
+              const vec wv = V::broadcast(w[j * per_oc + kw]);
+              acc[j][0] += wv * x0;
+              acc[j][1] += wv * x1;
+            }
+          }
+        }
+      }
+      const int64_t count = a.out_w - ow < 2 * L ? a.out_w - ow : 2 * L;
+      for (int64_t j = 0; j < a.out_channels; ++j) {
+        T* out = a.output + j * a.output_plane + ow;
+        if (count == 2 * L) {
+          V::store(out, acc[j][0]);
+          V::store(out + L, acc[j][1]);
+        } else {
+          T lanes[2 * L];
+          V::store(lanes, acc[j][0]);
+          V::store(lanes + L, acc[j][1]);
+          for (int64_t l = 0; l < count; ++l) {
+            out[l] = lanes[l];
+          }
+        }
+      }
+    }
+  }
+
+  // Row dot products, added to sums. A row's last vector is masked: lanes
+  // past the row's end are loaded (both buffers have slack) but selected
+  // away, so whatever they hold, inf or NaN, never reaches a sum.
+  template <int OC>
+  static void planar_weight_grad_for(const PlanarGradArgs<T>& a) {
+    lane_int keep{};
+    for (int l = 0; l < L; ++l) {
+      keep[l] = l < a.out_w % L ? -1 : 0;
+    }
+    const int64_t full = a.out_w / L * L;
+    vec acc[OC] = {};
+    for (int64_t n = 0; n < a.batch; ++n) {
+      for (int64_t oh = 0; oh < a.out_h; ++oh) {
+        const T* g = a.grad_output + n * a.grad_image + oh * a.out_w;
+        const T* x = a.input + n * a.input_image + oh * a.stride_h * a.in_w;
+        for (int64_t ow = 0; ow < a.out_w; ow += L) {
+          const vec xv = load_strided(x + ow * a.stride_w, a.stride_w);
+#pragma GCC unroll 8
+          for (int j = 0; j < OC; ++j) {
+            const vec product = V::load(g + j * a.grad_plane + ow) * xv;
+            acc[j] += ow < full ? product : (keep ? product : vec{});
+          }
+        }
+      }
+    }
+    for (int j = 0; j < OC; ++j) {
+      T sum = 0;
+      for (int l = 0; l < L; ++l) {
+        sum += acc[j][l];
+      }
+      a.sums[j] += sum;
+    }
+  }
+
+  template <int... OC>
+  static void planar_weight_grad_dispatch(const PlanarGradArgs<T>& a, std::integer_sequence<int, OC...>) {
+    ((a.out_channels == OC + 1 ? planar_weight_grad_for<OC + 1>(a) : void()), ...);
+  }
+
+  static void planar_weight_grad(const PlanarGradArgs<T>& a) {
+    planar_weight_grad_dispatch(a, std::make_integer_sequence<int, PB>{});
+  }
+
   // ---- pooling ---------------------------------------------------------
   // Lane-wide integers of T's width (int32 for float): a max's offset in its window.
   typedef decltype(vec{} < vec{}) lane_int;
@@ -613,7 +707,7 @@ struct Kernels {
   template <typename Out>
   static constexpr Out table() {
     return {L, TO, TI * L, &conv_pixels, &weight_grad_tile<false>, &weight_grad_tile<true>,
-            &depthwise_pixels,
+            &depthwise_pixels, PB, &planar_rows, &planar_weight_grad,
             &depthwise_weight_grad, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
