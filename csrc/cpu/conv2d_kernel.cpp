@@ -39,23 +39,29 @@ void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayR
   });
 }
 
-// src (N, C, H, W) in any layout, as NHWC with zeros around: row i of src lands
-// on row pad_top + i * step of a (height x width) buffer, rows outside are
-// dropped (negative padding crops); likewise for columns. `slack` zeros follow
-// the buffer, for kernels that read a vector past the last channel.
-at::Tensor padded_nhwc(const at::Tensor& src, int64_t height, int64_t width, int64_t pad_top,
-                       int64_t pad_left, int64_t step_h, int64_t step_w, int64_t slack) {
+// src (N, C, H, W) in any layout, as an NHWC (nhwc) or NCHW buffer of
+// (height x width) images with zeros around: row i of src lands on row
+// pad_top + i * step_h, rows outside are dropped (negative padding crops);
+// likewise for columns. `slack` zeros follow, for kernels that load a vector
+// past the last element.
+at::Tensor padded_buffer(const at::Tensor& src, bool nhwc, int64_t height, int64_t width,
+                         int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
+                         int64_t slack) {
   const int64_t batch = src.size(0), channels = src.size(1);
   const bool spread = step_h > 1 || step_w > 1;
-  // Already the buffer: channels_last, unpadded, nothing to spread out.
+  const at::MemoryFormat format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor source = nhwc ? src.permute({0, 2, 3, 1}) : src;
+  // Already the buffer: in this layout, unpadded, nothing to spread out.
   if (!spread && slack == 0 && pad_top == 0 && pad_left == 0 && src.size(2) == height &&
-      src.size(3) == width && src.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    return src.permute({0, 2, 3, 1}).reshape({-1});
+      src.size(3) == width && src.is_contiguous(format)) {
+    return source.reshape({-1});
   }
   const int64_t size = batch * height * width * channels;
   at::Tensor buffer = spread ? at::zeros({size + slack}, src.options())
                              : at::empty({size + slack}, src.options());
-  at::Tensor image = buffer.narrow(0, 0, size).view({batch, height, width, channels});
+  at::Tensor image = buffer.narrow(0, 0, size).view(
+      nhwc ? at::IntArrayRef{batch, height, width, channels} : at::IntArrayRef{batch, channels, height, width});
+  const int64_t row_dim = nhwc ? 1 : 2, col_dim = row_dim + 1;
   const auto placed = [](int64_t count, int64_t pad, int64_t step, int64_t extent) {
     // Source indices [first, last) that land inside [0, extent).
     const int64_t first = pad < 0 ? ceil_div(-pad, step) : 0;
@@ -68,18 +74,16 @@ at::Tensor padded_nhwc(const at::Tensor& src, int64_t height, int64_t width, int
   const int64_t bottom = rows.end > rows.begin ? pad_top + (rows.end - 1) * step_h + 1 : top;
   const int64_t right = cols.end > cols.begin ? pad_left + (cols.end - 1) * step_w + 1 : left;
   if (!spread) {  // zero only what the copy below leaves: the border and the slack
-    image.slice(1, 0, top).zero_();
-    image.slice(1, bottom, height).zero_();
-    image.slice(1, top, bottom).slice(2, 0, left).zero_();
-    image.slice(1, top, bottom).slice(2, right, width).zero_();
+    image.slice(row_dim, 0, top).zero_();
+    image.slice(row_dim, bottom, height).zero_();
+    image.slice(row_dim, top, bottom).slice(col_dim, 0, left).zero_();
+    image.slice(row_dim, top, bottom).slice(col_dim, right, width).zero_();
     buffer.narrow(0, size, slack).zero_();
   }
   if (bottom > top && right > left) {
-    image.slice(1, top, bottom, step_h)
-        .slice(2, left, right, step_w)
-        .copy_(src.permute({0, 2, 3, 1})
-                   .slice(1, rows.begin, rows.end)
-                   .slice(2, cols.begin, cols.end));
+    image.slice(row_dim, top, bottom, step_h)
+        .slice(col_dim, left, right, step_w)
+        .copy_(source.slice(row_dim, rows.begin, rows.end).slice(col_dim, cols.begin, cols.end));
   }
   return buffer;
 }
@@ -262,68 +266,83 @@ bool use_planar(const ConvNhwc& c, int lanes) {
   return !c.depthwise() && 2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
 }
 
-// src (N, C, H, W) in any layout as zero-padded NCHW planes, with `slack`
-// zeros after for kernels that load whole vectors past a row's end.
-at::Tensor padded_nchw(const at::Tensor& src, int64_t pad_h, int64_t pad_w, int64_t slack) {
-  const int64_t n = src.size(0), c = src.size(1);
-  const int64_t h = src.size(2) + 2 * pad_h, w = src.size(3) + 2 * pad_w;
-  at::Tensor buffer = at::zeros({n * c * h * w + slack}, src.options());
-  buffer.narrow(0, 0, n * c * h * w)
-      .view({n, c, h, w})
-      .slice(2, pad_h, h - pad_h)
-      .slice(3, pad_w, w - pad_w)
-      .copy_(src);
-  return buffer;
+// Vector loads run up to two vectors of strided columns past a row's end.
+int64_t planar_slack(int64_t stride_w, int lanes) { return 4 * lanes * stride_w + 2 * lanes; }
+
+// Runs convolution c over NCHW planes of c.in_h x c.in_w (the padding is in the
+// buffer) into a contiguous NCHW output; `transposed` as for pack_weight.
+template <typename T>
+void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
+                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                     bool transposed, T* output) {
+  const int64_t in_g = c.in_per_group, out_g = c.out_per_group, taps = c.kernel_h * c.kernel_w;
+  // Weights and bias per block of planar_block output channels, zeros past the group's.
+  const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
+  at::Tensor packed = at::zeros({c.groups * blocks * block * in_g * taps}, weight.options());
+  at::Tensor packed_bias = at::zeros({c.groups * blocks * block}, weight.options());
+  const Nchw<const T> w = read_view<T>(weight);
+  T* p = packed.mutable_data_ptr<T>();
+  for (int64_t g = 0; g < c.groups; ++g) {
+    for (int64_t oc = 0; oc < out_g; ++oc) {
+      const int64_t slot = g * blocks * block + oc;  // a group's blocks are consecutive slots
+      for (int64_t ic = 0; ic < in_g; ++ic) {
+        for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+            p[((slot * in_g + ic) * c.kernel_h + kh) * c.kernel_w + kw] =
+                transposed ? w(g * in_g + ic, oc, c.kernel_h - 1 - kh, c.kernel_w - 1 - kw)
+                           : w(g * out_g + oc, ic, kh, kw);
+          }
+        }
+      }
+      if (bias) {
+        packed_bias.mutable_data_ptr<T>()[slot] =
+            bias->const_data_ptr<T>()[(g * out_g + oc) * bias->stride(0)];
+      }
+    }
+  }
+  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
+  parallel_over(c.batch * c.groups * blocks * c.out_h, c.out_w * block * in_g * taps, [&](int64_t item) {
+    const int64_t oh = item % c.out_h, b = item / c.out_h % blocks;
+    const int64_t g = item / (c.out_h * blocks) % c.groups, n = item / (c.out_h * blocks * c.groups);
+    const int64_t slot = (g * blocks + b) * block;
+    PlanarArgs<T> a{input + (n * c.in_channels() + g * in_g) * in_plane + oh * c.stride_h * c.in_w,
+                    in_plane, c.in_w, in_g, c.kernel_h, c.kernel_w, c.stride_w, c.dilation_h,
+                    c.dilation_w, packed.const_data_ptr<T>() + slot * in_g * taps,
+                    bias ? packed_bias.const_data_ptr<T>() + slot : nullptr,
+                    output + (n * c.out_channels() + g * out_g + b * block) * out_plane + oh * c.out_w,
+                    out_plane, c.out_w, std::min(block, out_g - b * block)};
+    k.planar_rows(a);
+  });
 }
 
-int64_t planar_slack(const Conv2dShape& s, int lanes) { return 4 * lanes * s.w.stride + 2 * lanes; }
+at::Tensor planar_result(at::Tensor nchw, at::MemoryFormat format) {
+  return format == at::MemoryFormat::ChannelsLast ? nchw.contiguous(format) : nchw;
+}
 
 template <typename T>
 at::Tensor conv2d_forward_planar(const KernelsFor<T>& k, const Conv2dShape& s, const at::Tensor& input,
                                  const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                  at::MemoryFormat format) {
-  const int64_t in_g = s.in_per_group(), out_g = s.out_per_group(), taps = s.h.kernel * s.w.kernel;
-  const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
-  const at::Tensor x = padded_nchw(input, s.h.pad, s.w.pad, planar_slack(s, k.lanes));
-  // Weights and bias per block of planar_block output channels, zeros past the group's.
-  const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
-  at::Tensor packed = at::zeros({s.groups * blocks * block * in_g * taps}, weight.options());
-  at::Tensor packed_bias = at::zeros({s.groups * blocks * block}, weight.options());
-  const Nchw<const T> w = read_view<T>(weight);
-  T* p = packed.mutable_data_ptr<T>();
-  T* pb = packed_bias.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < s.groups; ++g) {
-    for (int64_t oc = 0; oc < out_g; ++oc) {
-      const int64_t slot = g * blocks * block + oc;  // blocks of a group are consecutive slots
-      for (int64_t ic = 0; ic < in_g; ++ic) {
-        for (int64_t tap = 0; tap < taps; ++tap) {
-          p[(slot * in_g + ic) * taps + tap] = w(g * out_g + oc, ic, tap / s.w.kernel, tap % s.w.kernel);
-        }
-      }
-      if (bias) {
-        pb[slot] = bias->const_data_ptr<T>()[(g * out_g + oc) * bias->stride(0)];
-      }
-    }
-  }
+  const ConvNhwc c = ConvNhwc::forward(s);
+  const at::Tensor x = padded_buffer(input, false, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1,
+                                     planar_slack(c.stride_w, k.lanes));
   at::Tensor output = at::empty({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input.options());
-  const T* xs = x.const_data_ptr<T>();
-  T* out = output.mutable_data_ptr<T>();
-  const int64_t out_plane = s.h.out_size * s.w.out_size;
-  parallel_over(s.batch * s.groups * blocks * s.h.out_size, s.w.out_size * block * in_g * taps,
-                [&](int64_t item) {
-    const int64_t oh = item % s.h.out_size, b = item / s.h.out_size % blocks;
-    const int64_t g = item / (s.h.out_size * blocks) % s.groups;
-    const int64_t n = item / (s.h.out_size * blocks * s.groups);
-    const int64_t slot = (g * blocks + b) * block;
-    PlanarArgs<T> a{xs + ((n * s.in_channels + g * in_g) * in_h + oh * s.h.stride) * in_w,
-                    in_h * in_w, in_w, in_g, s.h.kernel, s.w.kernel, s.w.stride, s.h.dilation,
-                    s.w.dilation, packed.const_data_ptr<T>() + slot * in_g * taps,
-                    bias ? packed_bias.const_data_ptr<T>() + slot : nullptr,
-                    out + ((n * s.out_channels + g * out_g + b * block) * s.h.out_size + oh) * s.w.out_size,
-                    out_plane, s.w.out_size, std::min(block, out_g - b * block)};
-    k.planar_rows(a);
-  });
-  return format == at::MemoryFormat::ChannelsLast ? output.contiguous(format) : output;
+  convolve_planar<T>(k, c, x.const_data_ptr<T>(), weight, bias, false, output.mutable_data_ptr<T>());
+  return planar_result(output, format);
+}
+
+template <typename T>
+at::Tensor conv2d_backward_input_planar(const KernelsFor<T>& k, const Conv2dShape& s,
+                                        const at::Tensor& grad_output, const at::Tensor& weight,
+                                        at::MemoryFormat format) {
+  const ConvNhwc c = ConvNhwc::input_gradient(s);
+  const at::Tensor spread = padded_buffer(grad_output, false, c.in_h, c.in_w,
+                                          ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad,
+                                          s.h.stride, s.w.stride, planar_slack(c.stride_w, k.lanes));
+  at::Tensor grad_input = at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options());
+  convolve_planar<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
+                     grad_input.mutable_data_ptr<T>());
+  return planar_result(grad_input, format);
 }
 
 template <typename T>
@@ -332,8 +351,10 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
                                    const at::Tensor& grad_weight) {
   const int64_t in_g = s.in_per_group(), out_g = s.out_per_group();
   const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
-  const at::Tensor x = padded_nchw(input, s.h.pad, s.w.pad, planar_slack(s, k.lanes));
-  const at::Tensor gy = padded_nchw(grad_output, 0, 0, k.lanes);  // slack: the masked last vector
+  const at::Tensor x = padded_buffer(input, false, in_h, in_w, s.h.pad, s.w.pad, 1, 1,
+                                     planar_slack(s.w.stride, k.lanes));
+  // Slack: the masked last vector of a row.
+  const at::Tensor gy = padded_buffer(grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1, k.lanes);
   const T* xs = x.const_data_ptr<T>();
   const T* g_data = gy.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;
@@ -395,7 +416,7 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
     c.pad_w = s.w.pad;
   }
   const at::Tensor padded =
-      padded_nhwc(input, c.in_h, c.in_w, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, 0);
+      padded_buffer(input, true, c.in_h, c.in_w, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, 0);
   at::Tensor output = empty_nhwc({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input);
   convolve_nhwc<T>(k, c, padded.const_data_ptr<T>(), weight, bias, false,
                    output.mutable_data_ptr<T>());
@@ -407,7 +428,10 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                                       const at::Tensor& weight, at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::input_gradient(s);
-  const at::Tensor spread = padded_nhwc(grad_output, c.in_h, c.in_w, ConvNhwc::reach(s.h) - s.h.pad,
+  if (use_planar(c, k.lanes)) {
+    return conv2d_backward_input_planar<T>(k, s, grad_output, weight, format);
+  }
+  const at::Tensor spread = padded_buffer(grad_output, true, c.in_h, c.in_w, ConvNhwc::reach(s.h) - s.h.pad,
                                         ConvNhwc::reach(s.w) - s.w.pad, s.h.stride, s.w.stride, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight);
   convolve_nhwc<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
@@ -437,8 +461,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const auto kernel = depthwise ? k.depthwise_weight_grad
                       : by_output ? k.weight_grad_tile_by_output : k.weight_grad_tile;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
-  const at::Tensor padded = padded_nhwc(input, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
-  const at::Tensor grad = padded_nhwc(grad_output, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
+  const at::Tensor padded = padded_buffer(input, true, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
+  const at::Tensor grad = padded_buffer(grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
                                       depthwise ? k.lanes : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
