@@ -135,10 +135,11 @@ def test_unbatched_input_gives_unbatched_output():
 
 @pytest.mark.parametrize("channels,kernel,stride,dilation", [
     (8, 3, 2, 1), (40, 3, 1, 2), (37, 3, 2, 1), (19, 5, 1, 1), (21, (2, 4), 2, 1),
+    (5, 9, 2, 1),  # more taps than the per-pixel gather of the input gradient lists
 ])
 def test_depthwise_matches_torch(channels, kernel, stride, dilation, cpu_isa):
     """Several vectors of channels and a partial one, with stride and dilation,
-    for the 3x3 and 5x5 kernels and any other shape."""
+    for the 3x3 and 5x5 kernels, any other shape, and 81 taps."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(2, channels, 12, 11, dtype=torch.float64, requires_grad=True)
     w = torch.randn(channels, 1, kh, kw, dtype=torch.float64, requires_grad=True)

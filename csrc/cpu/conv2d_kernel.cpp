@@ -423,11 +423,43 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
   return nhwc_result(output, format);
 }
 
+// Depthwise input gradient, gathered per input pixel from grad_output as it is
+// (NHWC, channels_last in place): no zeros spread in, no padded copy.
+template <typename T>
+at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s,
+                                    const at::Tensor& grad_output, const at::Tensor& weight,
+                                    at::MemoryFormat format) {
+  const ConvNhwc c = ConvNhwc::forward(s);
+  const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
+  const at::Tensor gy = padded_buffer(grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
+  const at::Tensor packed =
+      pack_weight<T>(weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
+  at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
+  constexpr int64_t kRun = 72;
+  const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
+  const T* g = gy.const_data_ptr<T>();
+  T* out = grad_input.mutable_data_ptr<T>();
+  parallel_over(s.batch * runs, kRun * channels * s.h.kernel * s.w.kernel, [&](int64_t item) {
+    const int64_t n = item / runs, first = item % runs * kRun;
+    DepthwiseArgs<T> a{g + n * s.h.out_size * s.w.out_size * channels, s.w.out_size * channels, channels,
+                       s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel, s.w.kernel,
+                       s.h.stride, s.w.stride, s.h.dilation, s.w.dilation,
+                       packed.const_data_ptr<T>(), padded_channels, nullptr,
+                       out + n * pixels * channels, channels, s.w.in_size, first,
+                       std::min(pixels, first + kRun), channels};
+    k.depthwise_input_grad(a);
+  });
+  return nhwc_result(grad_input, format);
+}
+
 template <typename T>
 at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& grad_output,
                                       const at::Tensor& weight, at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::input_gradient(s);
+  if (c.depthwise() && s.h.kernel * s.w.kernel <= kMaxDepthwiseTaps) {
+    return depthwise_backward_input<T>(k, s, grad_output, weight, format);
+  }
   if (use_planar(c, k.lanes)) {
     return conv2d_backward_input_planar<T>(k, s, grad_output, weight, format);
   }

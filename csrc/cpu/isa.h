@@ -123,6 +123,8 @@ struct DepthwiseArgs {
   int64_t channels;       // valid channels of the vector, <= lanes: no lane past them is read
 };
 
+constexpr int kMaxDepthwiseTaps = 64;
+
 template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
@@ -134,6 +136,12 @@ struct KernelsFor {
   // fewer input than output channels.
   void (*weight_grad_tile_by_output)(const WeightGradArgs<T>&);
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);
+  // Depthwise input gradient, gathered per input pixel over every channel: with
+  // DepthwiseArgs read as input = grad_output (in_h x in_w, NHWC), output =
+  // grad_input (out_w wide), the forward's padding, stride and dilation, the
+  // unflipped packed weights, and channels = all channels. At most
+  // kMaxDepthwiseTaps taps.
+  void (*depthwise_input_grad)(const DepthwiseArgs<T>&);
   int planar_block;       // output channels per planar call
   void (*planar_rows)(const PlanarArgs<T>&);
   void (*planar_weight_grad)(const PlanarGradArgs<T>&);

@@ -329,6 +329,55 @@ struct Kernels {
     }
   }
 
+  // Each input pixel gathers the (tap, output) pairs that read it: the pairs
+  // are listed once per pixel, then applied to every vector of channels.
+  static void depthwise_input_grad(const DepthwiseArgs<T>& a) {
+    int64_t reads[convext::cpu::kMaxDepthwiseTaps], taps[convext::cpu::kMaxDepthwiseTaps];
+    for (int64_t p = a.pixel_begin; p < a.pixel_end; ++p) {
+      const int64_t ih = p / a.out_w, iw = p % a.out_w;
+      int count = 0;
+      for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+        const int64_t t = ih + a.pad_h - kh * a.dilation_h;
+        if (t < 0) {
+          break;
+        }
+        if (t % a.stride_h != 0 || t / a.stride_h >= a.in_h) {
+          continue;
+        }
+        for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+          const int64_t u = iw + a.pad_w - kw * a.dilation_w;
+          if (u < 0) {
+            break;
+          }
+          if (u % a.stride_w != 0 || u / a.stride_w >= a.in_w) {
+            continue;
+          }
+          reads[count] = t / a.stride_h * a.input_row + u / a.stride_w * a.input_pixel;
+          taps[count++] = (kh * a.kernel_w + kw) * a.weight_tap;
+        }
+      }
+      T* out = a.output + p * a.output_pixel;
+      for (int64_t c = 0; c < a.channels; c += L) {
+        vec acc{};
+        const bool partial = a.channels - c < L;
+        for (int i = 0; i < count; ++i) {
+          const vec g = partial ? load_first(a.input + reads[i] + c, a.channels - c)
+                                : V::load(a.input + reads[i] + c);
+          acc += g * V::load(a.weight + taps[i] + c);
+        }
+        if (partial) {
+          T lanes[L];
+          V::store(lanes, acc);
+          for (int64_t l = 0; l < a.channels - c; ++l) {
+            out[c + l] = lanes[l];
+          }
+        } else {
+          V::store(out + c, acc);
+        }
+      }
+    }
+  }
+
   // Calls f(grad_output pixel, input pixel at tap (0, 0)) for each output pixel
   // of the range, walking it row by row.
   template <typename F>
@@ -707,7 +756,7 @@ struct Kernels {
   template <typename Out>
   static constexpr Out table() {
     return {L, TO, TI * L, &conv_pixels, &weight_grad_tile<false>, &weight_grad_tile<true>,
-            &depthwise_pixels, PB, &planar_rows, &planar_weight_grad,
+            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
             &depthwise_weight_grad, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
