@@ -11,6 +11,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../conv2d.h"
@@ -509,7 +510,10 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
   const int64_t tile_size = depthwise ? kernel_taps * tile_ic : tile_oc * tile_ic;
-  constexpr int64_t kChunk = 256;
+  // Pixels per chunk: the chunk's input rows (the pixels under every tap) stay
+  // in L2 while the thread's tiles pass over them.
+  const int64_t pixel_bytes = (s.h.kernel * in_c + out_c) * static_cast<int64_t>(sizeof(T));
+  const int64_t chunk_pixels = std::clamp<int64_t>((int64_t{256} << 10) / pixel_bytes, 16, 256);
   Nchw<T> gw = write_view<T>(grad_weight);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> sums((end - begin) * tile_size, T(0));
@@ -521,7 +525,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
              t % ic_tiles * tile_ic};
       return tile;
     };
-    for (int64_t p0 = 0; p0 < pixels; p0 += kChunk) {
+    for (int64_t p0 = 0; p0 < pixels; p0 += chunk_pixels) {
       for (int64_t t = begin; t < end; ++t) {
         const auto tile = tile_of(t);
         const int64_t in_first = tile.g * group_in + tile.first_ic;
@@ -530,7 +534,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
             x + (tile.kh * s.h.dilation * c.in_w + tile.kw * s.w.dilation) * in_c + in_first,
             c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
             gy + out_first, out_c, s.h.out_size, s.w.out_size,
-            p0, std::min(pixels, p0 + kChunk), sums.data() + (t - begin) * tile_size,
+            p0, std::min(pixels, p0 + chunk_pixels), sums.data() + (t - begin) * tile_size,
             s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation};
         kernel(a);
       }
