@@ -536,18 +536,20 @@ struct Kernels {
   typedef __typeof__(lane_int{}[0]) lane_elem;
   using index_vec = typename IndexVec<L>::type;
 
+  // Elements 0, 2, ..., 2L - 2 from low = p[0, L) and high = p[L - 1, 2L - 1):
+  // the second load ends at the last element used, never past it.
   template <std::size_t... I>
   static vec even_lanes(vec low, vec high, std::index_sequence<I...>) {
-    return __builtin_shufflevector(low, high, (2 * I)...);
+    return __builtin_shufflevector(low, high, (2 * I + (2 * I >= L ? 1 : 0))...);
   }
 
-  // L values step elements apart.
+  // L values step elements apart; reads nothing past the last of them.
   static vec load_strided(const T* p, int64_t step) {
     if (step == 1) {
       return V::load(p);
     }
     if (step == 2) {  // a stride-2 pool: two loads and a shuffle, not L inserts
-      return even_lanes(V::load(p), V::load(p + L), std::make_index_sequence<L>{});
+      return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
     }
     vec v;
 #pragma GCC unroll 16
