@@ -599,6 +599,10 @@ struct Kernels {
   // selects per lane instead of branching on data.
   static void max_pool(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
+    index_vec lane_columns;
+    for (int l = 0; l < L; ++l) {
+      lane_columns[l] = l * a.stride_w;
+    }
     const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];
@@ -615,10 +619,9 @@ struct Kernels {
           best_offset = take ? (lane_int{} + static_cast<lane_elem>(offset)) : best_offset;
         }
       }
-      // Lane l's window starts lane_step / C positions after lane l - 1's.
       index_vec position = __builtin_convertvector(best_offset, index_vec) + first;
-      for (int l = 0; l < L; ++l) {
-        position[l] += l * (lane_step / C);
+      if (C < L) {  // lanes are outputs (for_each_output): lane l's window starts l strides later
+        position += lane_columns;
       }
       const int64_t out = (oh * a.out_w + ow) * C + c;
       const int64_t out_step = lane_step == 1 ? 1 : C;
