@@ -1,10 +1,11 @@
-// conv2d on the CPU. Inputs are copied once into a zero-padded NHWC buffer
-// (in place when they already are one), so the SIMD micro-kernels (isa.h) need
-// no bounds checks; weights are packed once per call into the order the
-// micro-kernel reads; results are computed in NHWC, then given torch's layout.
-// Dense convolutions block output channels within a group; depthwise ones (one
-// channel per group) put neighbouring groups in the vector lanes. Every result
-// element is one fixed-order sum: deterministic for any thread count.
+// conv2d on the CPU. Inputs are copied once into a zero-padded buffer (used in
+// place when they already are one), so the SIMD micro-kernels (isa.h) need no
+// bounds checks, and weights are packed once per call into the order the
+// micro-kernel reads. Dense convolutions run on NHWC, blocking output channels
+// within a group; depthwise ones put neighbouring channels in the vector lanes;
+// groups with few channels on both sides run on NCHW planes, lanes along the
+// output rows. Results are then given torch's layout. Every result element is
+// one fixed-order sum: deterministic for any thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -251,11 +252,6 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   });
 }
 
-// An NHWC result as a tensor of torch's layout for this convolution.
-at::Tensor nhwc_result(at::Tensor nhwc, at::MemoryFormat format) {
-  return format == at::MemoryFormat::ChannelsLast ? nhwc : nhwc.contiguous();
-}
-
 at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
   return at::empty(nchw_sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
@@ -316,34 +312,24 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   });
 }
 
-at::Tensor planar_result(at::Tensor nchw, at::MemoryFormat format) {
-  return format == at::MemoryFormat::ChannelsLast ? nchw.contiguous(format) : nchw;
-}
-
+// Runs convolution c on src, placed in a buffer as the kernels read it (row i
+// of src at pad_top + i * step_h, likewise columns), and returns the result in
+// torch's layout: planar kernels on NCHW planes when channel lanes would be
+// mostly empty, NHWC kernels otherwise.
 template <typename T>
-at::Tensor conv2d_forward_planar(const KernelsFor<T>& k, const Conv2dShape& s, const at::Tensor& input,
-                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                                 at::MemoryFormat format) {
-  const ConvNhwc c = ConvNhwc::forward(s);
-  const at::Tensor x = padded_buffer(input, false, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1,
-                                     planar_slack(c.stride_w, k.lanes));
-  at::Tensor output = at::empty({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input.options());
-  convolve_planar<T>(k, c, x.const_data_ptr<T>(), weight, bias, false, output.mutable_data_ptr<T>());
-  return planar_result(output, format);
-}
-
-template <typename T>
-at::Tensor conv2d_backward_input_planar(const KernelsFor<T>& k, const Conv2dShape& s,
-                                        const at::Tensor& grad_output, const at::Tensor& weight,
-                                        at::MemoryFormat format) {
-  const ConvNhwc c = ConvNhwc::input_gradient(s);
-  const at::Tensor spread = padded_buffer(grad_output, false, c.in_h, c.in_w,
-                                          ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad,
-                                          s.h.stride, s.w.stride, planar_slack(c.stride_w, k.lanes));
-  at::Tensor grad_input = at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options());
-  convolve_planar<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
-                     grad_input.mutable_data_ptr<T>());
-  return planar_result(grad_input, format);
+at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
+                    int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
+                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                    bool transposed, at::MemoryFormat format) {
+  const bool planar = use_planar(c, k.lanes);
+  const at::Tensor buffer = padded_buffer(src, !planar, c.in_h, c.in_w, pad_top, pad_left, step_h,
+                                          step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
+  at::Tensor result = at::empty(
+      {c.batch, c.out_channels(), c.out_h, c.out_w},
+      weight.options().memory_format(planar ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
+  (planar ? convolve_planar<T> : convolve_nhwc<T>)(k, c, buffer.const_data_ptr<T>(), weight, bias,
+                                                   transposed, result.mutable_data_ptr<T>());
+  return result.contiguous(format);
 }
 
 template <typename T>
@@ -407,21 +393,14 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   ConvNhwc c = ConvNhwc::forward(s);
-  if (use_planar(c, k.lanes)) {
-    return conv2d_forward_planar<T>(k, s, input, weight, bias, format);
-  }
   if (c.depthwise()) {  // memory-bound: skip the padding in the kernel, not by a padded copy
     c.in_h = s.h.in_size;
     c.in_w = s.w.in_size;
     c.pad_h = s.h.pad;
     c.pad_w = s.w.pad;
   }
-  const at::Tensor padded =
-      padded_buffer(input, true, c.in_h, c.in_w, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, 0);
-  at::Tensor output = empty_nhwc({s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input);
-  convolve_nhwc<T>(k, c, padded.const_data_ptr<T>(), weight, bias, false,
-                   output.mutable_data_ptr<T>());
-  return nhwc_result(output, format);
+  return convolve<T>(k, c, input, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, weight, bias, false,
+                     format);
 }
 
 // Depthwise input gradient, gathered per input pixel from grad_output as it is
@@ -450,7 +429,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                        std::min(pixels, first + kRun), channels};
     k.depthwise_input_grad(a);
   });
-  return nhwc_result(grad_input, format);
+  return grad_input.contiguous(format);
 }
 
 template <typename T>
@@ -461,15 +440,8 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
   if (c.depthwise() && s.h.kernel * s.w.kernel <= kMaxDepthwiseTaps) {
     return depthwise_backward_input<T>(k, s, grad_output, weight, format);
   }
-  if (use_planar(c, k.lanes)) {
-    return conv2d_backward_input_planar<T>(k, s, grad_output, weight, format);
-  }
-  const at::Tensor spread = padded_buffer(grad_output, true, c.in_h, c.in_w, ConvNhwc::reach(s.h) - s.h.pad,
-                                        ConvNhwc::reach(s.w) - s.w.pad, s.h.stride, s.w.stride, 0);
-  at::Tensor grad_input = empty_nhwc({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight);
-  convolve_nhwc<T>(k, c, spread.const_data_ptr<T>(), weight, std::nullopt, true,
-                   grad_input.mutable_data_ptr<T>());
-  return nhwc_result(grad_input, format);
+  return convolve<T>(k, c, grad_output, ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad,
+                     s.h.stride, s.w.stride, weight, std::nullopt, true, format);
 }
 
 // The weight gradient in tiles of (tap, output channels, input channels) of
