@@ -66,25 +66,6 @@ struct WindowAxis {
                             : 0;
     return {begin, std::max(begin, end)};
   }
-
-  // Outputs whose tap k lands inside the input: the transpose of taps().
-  CONVEXT_HOST_DEVICE Range outputs_reading_tap(int64_t k) const {
-    const int64_t shift = pad - k * dilation;  // input = o * stride - shift
-    const int64_t begin = shift > 0 ? ceil_div(shift, stride) : 0;
-    const int64_t end = in_size + shift > 0
-                            ? std::min(out_size, ceil_div(in_size + shift, stride))
-                            : 0;
-    return {begin, std::max(begin, end)};
-  }
-
-  // The output that reads input i through tap k, or -1 when none does.
-  CONVEXT_HOST_DEVICE int64_t output_reading(int64_t i, int64_t k) const {
-    const int64_t t = i + pad - k * dilation;
-    if (t < 0 || t % stride != 0 || t / stride >= out_size) {
-      return -1;
-    }
-    return t / stride;
-  }
 };
 
 struct Conv2dShape {
