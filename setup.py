@@ -1,9 +1,10 @@
-"""Builds convext._C: the C++ (and, with a CUDA torch, CUDA) kernels of convext's ops.
+"""Builds convext._C: the C++ CPU kernels of convext's ops. The SIMD kernels are
+compiled for each instruction set in their own files and chosen at run time, so
+no -march flag is needed (one would also bind the generic path to this host).
 
 Environment:
   MAX_JOBS           parallel compile jobs (honoured by torch's build_ext)
-  CONVEXT_CXXFLAGS   extra C++ flags, e.g. "-march=native" (default: none)
-  FORCE_CUDA=1       build the CUDA kernels even when no GPU is visible
+  CONVEXT_CXXFLAGS   extra C++ flags, e.g. "-g" (default: none)
 """
 
 import glob
