@@ -102,12 +102,11 @@ def parse_shape(text):
 class Workload:
     def __init__(self, case, device, dtype, memory_format):
         self.case = case
-        fmt = memory_format
         shape = (case.batch, case.channels, case.size, case.size)
-        self.x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        self.x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
         if case.kind == "conv":
             w_shape = (case.out_channels, case.channels // case.groups, case.kernel, case.kernel)
-            self.w = torch.randn(w_shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            self.w = torch.randn(w_shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
             self.w *= 1 / math.sqrt(self.w[0].numel())
             self.b = torch.randn(case.out_channels, device=device, dtype=dtype)
             y = F.conv2d(self.x, self.w, self.b, *case.conv_args())
@@ -127,7 +126,8 @@ class Workload:
         return lib.avg_pool2d(self.x, c.kernel, c.stride, c.padding)
 
     def backward(self, lib):
-        """The backward ops alone, on fixed inputs: every gradient of the layer."""
+        """The backward ops alone, on fixed inputs: every gradient of the layer (no input
+        gradient for an image-input layer)."""
         c = self.case
         conv = ([c.stride] * 2, [c.padding] * 2, [c.dilation] * 2, c.groups)
         if lib is torch:
@@ -177,11 +177,9 @@ class Workload:
             fwd = 2 * gy.numel() * (c.channels // c.groups) * c.kernel * c.kernel
             bwd = fwd if c.image_input else 2 * fwd  # weight gradient, and input gradient unless image input
             return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[pass_name]
-        item = x.element_size()
-        index_bytes = gy.numel() * 8 if c.kind == "max" else 0
-        fwd = (x.numel() + gy.numel()) * item + index_bytes
-        bwd = (x.numel() + gy.numel()) * item + index_bytes
-        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[pass_name]
+        # Each pass reads one of input / grad_output and writes the other, plus max_pool2d's indices.
+        moved = (x.numel() + gy.numel()) * x.element_size() + (gy.numel() * 8 if c.kind == "max" else 0)
+        return {"fwd": moved, "bwd": moved, "fwd+bwd": 2 * moved}[pass_name]
 
 
 def max_error(a, b):
@@ -190,8 +188,9 @@ def max_error(a, b):
         return max(max_error(x, y) for x, y in zip(a, b, strict=True) if x is not None)
     if not a.is_floating_point():
         return 0.0 if torch.equal(a, b) else float("inf")
-    scale = b.abs().max().item() if b.numel() else 1.0
-    return (a.double() - b.double()).abs().max().item() / max(scale, 1e-30) if b.numel() else 0.0
+    if b.numel() == 0:
+        return 0.0
+    return (a.double() - b.double()).abs().max().item() / max(b.abs().max().item(), 1e-30)
 
 
 def time_median(fn, threads, min_run_time):
