@@ -60,6 +60,25 @@ struct Kernels {
     return V::load(lanes);
   }
 
+  // The first `count` elements of the N vectors v (all of them when count
+  // covers them) stored at p: never writes past them.
+  template <int N>
+  static void store_first(T* p, const vec* v, int64_t count) {
+    if (count >= N * L) {
+      for (int i = 0; i < N; ++i) {
+        V::store(p + i * L, v[i]);
+      }
+      return;
+    }
+    T lanes[N * L];
+    for (int i = 0; i < N; ++i) {
+      V::store(lanes + i * L, v[i]);
+    }
+    for (int64_t l = 0; l < count; ++l) {
+      p[l] = lanes[l];
+    }
+  }
+
   // ---- dense convolution -----------------------------------------------
   template <int NB, int RW>
   static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
@@ -105,20 +124,7 @@ struct Kernels {
       }
     }
     for (int r = 0; r < RW; ++r) {
-      T* o = a.output + (first_pixel + r) * a.output_pixel;
-      if (full_block) {
-        for (int b = 0; b < NB; ++b) {
-          V::store(o + b * L, acc[r][b]);
-        }
-      } else {
-        T lanes[NB * L];
-        for (int b = 0; b < NB; ++b) {
-          V::store(lanes + b * L, acc[r][b]);
-        }
-        for (int64_t c = 0; c < a.channels; ++c) {
-          o[c] = lanes[c];
-        }
-      }
+      store_first<NB>(a.output + (first_pixel + r) * a.output_pixel, acc[r], a.channels);
     }
   }
 
@@ -224,15 +230,7 @@ struct Kernels {
 
   template <bool Partial>
   static void store_channels(const DepthwiseArgs<T>& a, T* p, vec v) {
-    if (Partial) {
-      T lanes[L];
-      V::store(lanes, v);
-      for (int64_t c = 0; c < a.channels; ++c) {
-        p[c] = lanes[c];
-      }
-    } else {
-      V::store(p, v);
-    }
+    store_first<1>(p, &v, Partial ? a.channels : L);
   }
 
   // RW pixels of output row oh from column ow, whose windows lie inside the input.
@@ -365,15 +363,7 @@ struct Kernels {
                                 : V::load(a.input + reads[i] + c);
           acc += g * V::load(a.weight + taps[i] + c);
         }
-        if (partial) {
-          T lanes[L];
-          V::store(lanes, acc);
-          for (int64_t l = 0; l < a.channels - c; ++l) {
-            out[c + l] = lanes[l];
-          }
-        } else {
-          V::store(out + c, acc);
-        }
+        store_first<1>(out + c, &acc, a.channels - c);
       }
     }
   }
@@ -471,18 +461,7 @@ struct Kernels {
       }
       const int64_t count = a.out_w - ow < 2 * L ? a.out_w - ow : 2 * L;
       for (int64_t j = 0; j < a.out_channels; ++j) {
-        T* out = a.output + j * a.output_plane + ow;
-        if (count == 2 * L) {
-          V::store(out, acc[j][0]);
-          V::store(out + L, acc[j][1]);
-        } else {
-          T lanes[2 * L];
-          V::store(lanes, acc[j][0]);
-          V::store(lanes + L, acc[j][1]);
-          for (int64_t l = 0; l < count; ++l) {
-            out[l] = lanes[l];
-          }
-        }
+        store_first<2>(a.output + j * a.output_plane + ow, acc[j], count);
       }
     }
   }
