@@ -162,6 +162,64 @@ torch.library.register_autograd(
 )
 
 
+# -- conv_transpose2d ---------------------------------------------------------
+# conv_transpose2d(x, w) is the input gradient of the convolution by w from its
+# result to x, computed by the same kernel. Its own gradients are that
+# convolution (for x) and its weight gradient with x in grad_output's place.
+
+def _conv_transpose_output_size(size, kernel, stride, pad, output_pad, dilation):
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + 1 + output_pad
+
+
+@torch.library.register_fake("convext::conv_transpose2d")
+def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    _check_devices("conv_transpose2d", input, weight=weight, bias=bias)
+    size = [input.shape[0], weight.shape[1] * groups] + [
+        _conv_transpose_output_size(input.shape[i + 2], weight.shape[i + 2], stride[i], padding[i],
+                                    output_padding[i], dilation[i])
+        for i in range(2)
+    ]
+    return _empty(size, input, _conv_memory_format(input, weight))
+
+
+def _conv_transpose2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, _output_padding, groups, dilation = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.params = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv_transpose2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    stride, padding, dilation, _ = ctx.params
+    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+    # output_padding >= stride (allowed when dilation is larger) adds rows that
+    # no input row reaches: the convolution of the result is then longer than
+    # input, by rows that read as zeros.
+    conv_size = [
+        _conv_output_size(grad_output.shape[i + 2], weight.shape[i + 2], stride[i], padding[i], dilation[i])
+        for i in range(2)
+    ]
+    extra_h, extra_w = conv_size[0] - input.shape[2], conv_size[1] - input.shape[3]
+    grad_input = grad_weight = grad_bias = None
+    if needs_input:
+        grad_input = ops.conv2d(grad_output, weight, None, *ctx.params)
+        if extra_h or extra_w:
+            grad_input = grad_input[:, :, :input.shape[2], :input.shape[3]].contiguous(
+                memory_format=_conv_memory_format(input, weight))
+    if needs_weight:
+        padded = torch.nn.functional.pad(input, [0, extra_w, 0, extra_h]) if extra_h or extra_w else input
+        grad_weight = ops.conv2d_backward_weight(padded, grad_output, weight, *ctx.params)
+    if ctx.has_bias and needs_bias:
+        grad_bias = ops.conv2d_backward_bias(grad_output)
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "convext::conv_transpose2d", _conv_transpose2d_backward, setup_context=_conv_transpose2d_setup
+)
+
+
 # -- max_pool2d -------------------------------------------------------------
 
 @torch.library.register_fake("convext::max_pool2d")

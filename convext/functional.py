@@ -80,6 +80,25 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return output.squeeze(0) if unbatched else output
 
 
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution, as torch.nn.functional.conv_transpose2d: the
+    gradient of conv2d with respect to its input, computed by the same kernel.
+
+    input (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out / groups, kH, kW).
+    """
+    op = "convext.conv_transpose2d"
+    unbatched, input = _batched(input, op)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: weight must be a Tensor, got {type(weight).__name__}")
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    output = _ops.conv_transpose2d(
+        input, weight, bias, _pair(stride, "stride", op), _pair(padding, "padding", op),
+        _pair(output_padding, "output_padding", op), groups, _pair(dilation, "dilation", op),
+    )
+    return output.squeeze(0) if unbatched else output
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """2-D max pooling, as torch.nn.functional.max_pool2d. indices are flat
     positions in each input plane (H * W), exactly torch's."""

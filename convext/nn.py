@@ -1,4 +1,4 @@
-"""Drop-in layers: torch.nn's Conv2d, MaxPool2d and AvgPool2d computed by
+"""Drop-in layers: torch.nn's Conv2d, ConvTranspose2d, MaxPool2d and AvgPool2d computed by
 convext. Each subclasses its torch.nn twin, so the constructor, defaults,
 parameter initialisation, state_dict keys and isinstance checks are torch's,
 and a checkpoint loads either way."""
@@ -9,7 +9,7 @@ import torch
 
 from . import functional as F
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "convert"]
+__all__ = ["Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "convert"]
 
 
 class _Converted:
@@ -35,6 +35,19 @@ class Conv2d(_Converted, torch.nn.Conv2d):
         return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class ConvTranspose2d(_Converted, torch.nn.ConvTranspose2d):
+    """torch.nn.ConvTranspose2d, computed by convext.conv_transpose2d; forward
+    takes output_size as torch's does."""
+
+    def forward(self, input, output_size=None):
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                  self.groups, self.dilation)
+
+
 class MaxPool2d(_Converted, torch.nn.MaxPool2d):
     """torch.nn.MaxPool2d, computed by convext.max_pool2d."""
 
@@ -51,11 +64,16 @@ class AvgPool2d(_Converted, torch.nn.AvgPool2d):
                             self.count_include_pad, self.divisor_override)
 
 
-_CONVEXT_LAYER = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d, torch.nn.AvgPool2d: AvgPool2d}
+_CONVEXT_LAYER = {
+    torch.nn.Conv2d: Conv2d,
+    torch.nn.ConvTranspose2d: ConvTranspose2d,
+    torch.nn.MaxPool2d: MaxPool2d,
+    torch.nn.AvgPool2d: AvgPool2d,
+}
 
 
 def convert(module, inplace=False):
-    """Returns `module` with every torch.nn.Conv2d, MaxPool2d and AvgPool2d
+    """Returns `module` with every torch.nn.Conv2d, ConvTranspose2d, MaxPool2d and AvgPool2d
     replaced by convext's, everything else untouched.
 
     inplace=False works on a deep copy (the new model's weights are copies);

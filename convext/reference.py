@@ -1,10 +1,12 @@
 """The naive reference: the course's loop code, generalised.
 
 corr2d, corr2d_multi_in, corr2d_multi_in_out and pool2d are the course's
-functions as its notes write them. conv2d, max_pool2d and avg_pool2d extend the
-same idea (one Python loop iteration per output position, a window of the input
-reduced by plain tensor arithmetic) to batches, stride, padding, dilation,
-groups, ceil_mode, count_include_pad and divisor_override.
+functions as its notes write them; trans_conv is the transposed convolution
+written the same way. conv2d, max_pool2d and avg_pool2d extend the same idea
+(one Python loop iteration per output position, a window of the input reduced
+by plain tensor arithmetic) to batches, stride, padding, dilation, groups,
+ceil_mode, count_include_pad and divisor_override; conv_transpose2d extends
+trans_conv (one iteration per input position, a window of the output added to).
 
 They are written to be read, not to be fast, and they are the ground truth that
 convext's kernels are tested against. Gradients come from autograd through the
@@ -13,7 +15,8 @@ loops, so they check the backward kernels too. Nothing here calls convext.
 
 import torch
 
-__all__ = ["corr2d", "corr2d_multi_in", "corr2d_multi_in_out", "pool2d", "conv2d", "max_pool2d", "avg_pool2d"]
+__all__ = ["corr2d", "corr2d_multi_in", "corr2d_multi_in_out", "pool2d", "trans_conv", "conv2d", "conv_transpose2d",
+           "max_pool2d", "avg_pool2d"]
 
 
 def _float_dtype(*tensors):
@@ -93,6 +96,43 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 Y[:, g * C_out_group:(g + 1) * C_out_group, i, j] = (x[:, None] * k[None]).sum(dim=(2, 3, 4))
     if bias is not None:
         Y = Y + bias.view(1, C_out, 1, 1)
+    return Y
+
+
+def trans_conv(X, K):
+    """The course's transposed convolution of X (H, W) by K (h, w), stride 1:
+    each input element scatters K, scaled, into the output."""
+    h, w = K.shape
+    Y = torch.zeros((X.shape[0] + h - 1, X.shape[1] + w - 1), dtype=_float_dtype(X, K))
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            Y[i:i + h, j:j + w] += X[i, j] * K
+    return Y
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """trans_conv generalised: input (N, C, H, W), weight (C, C_out / groups, kh, kw)
+    -> (N, C_out, out_h, out_w). Input pixel (i, j) scatters its window at
+    (i * stride, j * stride) of the full output; padding then crops each side."""
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation)
+    N, C, H, W = input.shape
+    _, C_out_group, kh, kw = weight.shape
+    C_group = C // groups
+    full_h = (H - 1) * sh + dh * (kh - 1) + 1 + oph
+    full_w = (W - 1) * sw + dw * (kw - 1) + 1 + opw
+
+    Y = torch.zeros((N, C_out_group * groups, full_h, full_w), dtype=input.dtype, device=input.device)
+    for i in range(H):
+        for j in range(W):
+            rows = slice(i * sh, i * sh + dh * (kh - 1) + 1, dh)
+            cols = slice(j * sw, j * sw + dw * (kw - 1) + 1, dw)
+            for g in range(groups):
+                x = input[:, g * C_group:(g + 1) * C_group, i, j]  # (N, C_group)
+                k = weight[g * C_group:(g + 1) * C_group]  # (C_group, C_out_group, kh, kw)
+                Y[:, g * C_out_group:(g + 1) * C_out_group, rows, cols] += (x[:, :, None, None, None] * k).sum(1)
+    Y = Y[:, :, ph:full_h - ph, pw:full_w - pw]
+    if bias is not None:
+        Y = Y + bias.view(1, -1, 1, 1)
     return Y
 
 

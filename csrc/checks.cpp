@@ -12,8 +12,10 @@ void check_rank(const at::Tensor& t, int64_t rank, const char* op, const char* a
 
 void check_supported_dtype(const at::Tensor& t, const char* op, const char* arg) {
   const auto dtype = t.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": ", arg,
-              " has unsupported dtype ", dtype, "; supported: float32, float64");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                  dtype == at::kBFloat16,
+              op, ": ", arg, " has unsupported dtype ", dtype,
+              "; supported: float32, float64, float16, bfloat16");
 }
 
 void check_same_dtype_and_device(const at::Tensor& t, const at::Tensor& like,

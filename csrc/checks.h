@@ -9,7 +9,8 @@ namespace convext {
 
 void check_rank(const at::Tensor& t, int64_t rank, const char* op, const char* arg,
                 const char* layout);
-// The dtypes the kernels are instantiated for.
+// The dtypes the ops take: float32 and float64 kernels; float16 and bfloat16
+// compute in float32 (see cpu/widen.h).
 void check_supported_dtype(const at::Tensor& t, const char* op, const char* arg);
 void check_same_dtype_and_device(const at::Tensor& t, const at::Tensor& like,
                                  const char* op, const char* arg, const char* like_arg);

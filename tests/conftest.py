@@ -77,12 +77,24 @@ def is_channels_last(t):
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
-def tolerances(dtype):
+HALF_TYPES = [torch.float16, torch.bfloat16]
+DTYPES = [torch.float32, torch.float64, *HALF_TYPES]
+
+
+def tolerances(dtype, expected):
+    """float64 and float32 against a result computed another way. Half types:
+    both sides round a float32 sum once, so they differ by a unit or two in the
+    last place, of the largest value (sums of mixed signs cancel)."""
+    if dtype in HALF_TYPES:
+        eps = torch.finfo(dtype).eps
+        finite = expected[expected.isfinite()]
+        scale = finite.abs().max().item() if finite.numel() else 1.0
+        return dict(rtol=2 * eps, atol=2 * eps * scale)
     return {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-4)}[dtype]
 
 
 def assert_close(actual, expected, dtype=None):
-    kw = tolerances(dtype or expected.dtype) if expected.is_floating_point() else dict(rtol=0, atol=0)
+    kw = tolerances(dtype or expected.dtype, expected) if expected.is_floating_point() else dict(rtol=0, atol=0)
     torch.testing.assert_close(actual, expected, equal_nan=True, **kw)
 
 
@@ -123,14 +135,28 @@ class ConvCase:
     groups: int
     bias: bool
 
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel)
+
     def tensors(self, dtype=torch.float64, device="cpu", requires_grad=True):
         x = torch.randn(self.batch, self.in_channels, *self.size, dtype=dtype, device=device)
-        w = torch.randn(self.out_channels, self.in_channels // self.groups, *self.kernel, dtype=dtype, device=device)
+        w = torch.randn(self.weight_shape(), dtype=dtype, device=device)
         b = torch.randn(self.out_channels, dtype=dtype, device=device) if self.bias else None
         return [t.requires_grad_(requires_grad) if t is not None else None for t in (x, w, b)]
 
     def args(self):
         return self.stride, self.padding, self.dilation, self.groups
+
+
+@dataclasses.dataclass
+class ConvTransposeCase(ConvCase):
+    output_padding: tuple = (0, 0)
+
+    def weight_shape(self):
+        return (self.in_channels, self.out_channels // self.groups, *self.kernel)
+
+    def args(self):  # torch's order: groups before dilation
+        return self.stride, self.padding, self.output_padding, self.groups, self.dilation
 
 
 def random_conv_case(rng, max_size=9, max_group_channels=3):
@@ -150,6 +176,28 @@ def random_conv_case(rng, max_size=9, max_group_channels=3):
         size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
         bias=rng.random() < 0.7,
     )
+
+
+def random_conv_transpose_case(rng, max_size=7, max_group_channels=3):
+    """Any valid case, output_padding from 0 up to max(stride, dilation) - 1."""
+    while True:
+        groups = rng.choice([1, 1, 2, 3])
+        kernel = (rng.randint(1, 4), rng.randint(1, 4))
+        stride = (rng.randint(1, 3), rng.randint(1, 3))
+        dilation = (rng.randint(1, 3), rng.randint(1, 3))
+        padding = (rng.randint(0, 2), rng.randint(0, 2))
+        output_padding = tuple(rng.randint(0, max(stride[i], dilation[i]) - 1) for i in range(2))
+        size = (rng.randint(1, max_size), rng.randint(1, max_size))
+        out = [(size[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1 + output_padding[i]
+               for i in range(2)]
+        if min(out) > 0:
+            return ConvTransposeCase(
+                batch=rng.randint(1, 3),
+                in_channels=groups * rng.randint(1, max_group_channels),
+                out_channels=groups * rng.randint(1, max_group_channels),
+                size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                bias=rng.random() < 0.7, output_padding=output_padding,
+            )
 
 
 @dataclasses.dataclass

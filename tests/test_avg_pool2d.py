@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
+    DTYPES,
     LAYOUTS,
     assert_close,
     assert_same_results,
@@ -44,7 +45,7 @@ def test_forward_and_grad_match_reference(case_and_options, cpu_isa):
     assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: reference.avg_pool2d(x, **args), [x])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case_and_options", cases(random_avg_case, 30, seed=22, max_size=24), ids=avg_case_id)
 def test_forward_and_grad_match_torch(case_and_options, dtype, device):
     args = avg_args(*case_and_options)

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
+    DTYPES,
+    HALF_TYPES,
     LAYOUTS,
     ConvCase,
     assert_close,
@@ -36,7 +38,7 @@ def test_forward_and_grads_match_reference(case, cpu_isa):
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
 def test_forward_and_grads_match_torch(case, dtype, device):
     inputs = case.tensors(dtype, device)
@@ -94,7 +96,7 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
         assert out.shape[2:] == x.shape[2:]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_many_channels_match_torch(dtype, cpu_isa):
     """Enough input channels to be summed in several cached chunks, and a
     partial block of output channels."""
@@ -209,3 +211,15 @@ def test_weight_grad_is_skipped_when_weight_needs_none(monkeypatch):
     w, b = torch.randn(3, 2, 3, 3), torch.randn(3)
     convext.conv2d(x, w, b).sum().backward()
     assert calls == ["conv2d_backward_input"]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+def test_half_types_are_the_float32_result_rounded_once(dtype, layout):
+    """float16 and bfloat16 accumulate in float32: the result is exactly the
+    float32 convolution of the same values, rounded, in the input's layout."""
+    x = with_layout(torch.randn(2, 24, 10, 9).to(dtype), layout)
+    w, b = torch.randn(16, 24, 3, 3).to(dtype), torch.randn(16).to(dtype)
+    out = convext.conv2d(x, w, b, 1, 1)
+    assert out.dtype == dtype and is_channels_last(out) == (layout == "channels_last")
+    assert torch.equal(out, convext.conv2d(x.float(), w.float(), b.float(), 1, 1).to(dtype))

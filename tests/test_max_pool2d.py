@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
+    DTYPES,
     LAYOUTS,
     assert_close,
     assert_same_results,
@@ -38,7 +39,7 @@ def test_forward_indices_and_grad_match_reference(case, cpu_isa):
                         lambda x: reference.max_pool2d(x, **pool_args(case)), [x])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", cases(random_pool_case, 30, seed=12, max_size=24), ids=case_id)
 def test_forward_indices_and_grad_match_torch(case, dtype, device):
     # Rounded values make ties common, so the tie rule is exercised too.

@@ -26,6 +26,9 @@ def lenet():
 LAYER_PAIRS = [
     (torch.nn.Conv2d, convext.nn.Conv2d, (3, 8, 3), dict(stride=2, padding=1, dilation=1, groups=1, bias=True)),
     (torch.nn.Conv2d, convext.nn.Conv2d, (4, 8, (3, 2)), dict(padding="same", dilation=(1, 2), groups=2, bias=False)),
+    (torch.nn.ConvTranspose2d, convext.nn.ConvTranspose2d, (4, 6, 3),
+     dict(stride=2, padding=1, output_padding=1, groups=2, bias=True)),
+    (torch.nn.ConvTranspose2d, convext.nn.ConvTranspose2d, (3, 2, (2, 3)), dict(dilation=(2, 1), bias=False)),
     (torch.nn.MaxPool2d, convext.nn.MaxPool2d, (3,), dict(stride=2, padding=1, dilation=2, ceil_mode=True)),
     (torch.nn.AvgPool2d, convext.nn.AvgPool2d, ((3, 2),), dict(padding=1, ceil_mode=True, count_include_pad=False)),
 ]
@@ -41,7 +44,7 @@ def test_layer_matches_torch_layer_with_same_seed(torch_cls, convext_cls, args, 
     assert layer.state_dict().keys() == expected_layer.state_dict().keys()
     for name, value in expected_layer.state_dict().items():
         assert torch.equal(layer.state_dict()[name], value)
-    channels = args[0] if torch_cls is torch.nn.Conv2d else 2
+    channels = args[0] if torch_cls in (torch.nn.Conv2d, torch.nn.ConvTranspose2d) else 2
     x = torch.randn(2, channels, 11, 10, requires_grad=True)
     out, ref = layer(x), expected_layer(x)
     assert_close(out, ref)
@@ -79,6 +82,21 @@ def test_repr_names_convext_and_the_arguments():
         "convext.nn.Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))"
     assert repr(convext.nn.MaxPool2d(2)).startswith("convext.nn.MaxPool2d(kernel_size=2, stride=2")
     assert repr(convext.nn.AvgPool2d(2)).startswith("convext.nn.AvgPool2d(kernel_size=2, stride=2")
+
+
+def test_conv_transpose_layer_takes_output_size_as_torch_does():
+    torch.manual_seed(0)
+    ref = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1)
+    layer = convext.nn.ConvTranspose2d.from_torch(ref)
+    x = torch.randn(2, 3, 5, 6)
+    for output_size in (None, [9, 11], [10, 12], (2, 4, 10, 11)):
+        out = layer(x, output_size=output_size)
+        assert_close(out, ref(x, output_size=output_size))
+    assert layer(x, output_size=[10, 12]).shape == (2, 4, 10, 12)
+    with pytest.raises(ValueError, match="requested an output size of"):
+        layer(x, output_size=[12, 12])
+    with pytest.raises(ValueError, match='Only "zeros" padding mode'):
+        convext.nn.ConvTranspose2d(3, 4, 3, padding_mode="reflect")
 
 
 def test_max_pool_layer_returns_indices_when_asked():
@@ -125,6 +143,16 @@ def test_convert_inplace_shares_weights_and_nested_modules():
     assert model.features[0].weight is weight
     model(torch.randn(1, 3, 10, 10))
     assert hook_calls == [1]
+
+
+def test_convert_covers_conv_transpose2d():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ConvTranspose2d(8, 3, 3, stride=2))
+    converted = convext.nn.convert(model)
+    assert [type(m) for m in converted] == [convext.nn.Conv2d, convext.nn.ConvTranspose2d]
+    assert repr(converted[1]).startswith("convext.nn.ConvTranspose2d(8, 3, kernel_size=(3, 3), stride=(2, 2)")
+    x = torch.randn(2, 3, 9, 9)
+    assert_close(converted(x), model(x))
 
 
 def test_convert_leaves_subclasses_and_a_bare_layer_is_converted():

@@ -8,8 +8,9 @@ from torch.library import opcheck
 import convext
 
 ops = torch.ops.convext
-OP_NAMES = ["conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias", "max_pool2d",
-            "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+OP_NAMES = ["conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias", "conv_transpose2d",
+            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+AUTOCAST_OPS = ["conv2d", "conv_transpose2d"]  # torch's conv2d and conv_transpose2d run in lower precision
 
 
 def op_samples(device, layout):
@@ -25,13 +26,18 @@ def op_samples(device, layout):
     out, idx = ops.max_pool2d(x, *pool)
     avg = ([3, 2], [2, 1], [1, 1], True, False, None)
     avg_out = ops.avg_pool2d(x, *avg)
+    w_t = t(4, 3, 3, 2)
+    conv_t = ([2, 1], [1, 0], [1, 0], 2, [1, 2])
     return [
         (ops.conv2d, (x, w, b, *conv)),
         (ops.conv2d, (x, w, None, *conv)),
         (ops.conv2d_backward_input, (gy, x, w, *conv)),
         (ops.conv2d_backward_weight, (gy, x, w, *conv)),
         (ops.conv2d_backward_bias, (gy,)),
+        (ops.conv_transpose2d, (x, w_t, b, *conv_t)),
+        (ops.conv_transpose2d, (x.detach().bfloat16(), w_t.detach().bfloat16(), None, *conv_t)),
         (ops.max_pool2d, (x, *pool)),
+        (ops.max_pool2d, (x.detach().half(), *pool)),
         (ops.max_pool2d_backward, (torch.randn_like(out), x, idx)),
         (ops.avg_pool2d, (x, *avg)),
         (ops.avg_pool2d, (x, [2, 2], [2, 2], [0, 0], False, True, 3)),
@@ -43,6 +49,13 @@ def test_every_op_is_registered_with_a_cpu_kernel():
     for name in OP_NAMES:
         op = getattr(ops, name).default
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CPU"), name
+
+
+def test_autocast_kernels_are_registered_where_torch_has_them():
+    for name in OP_NAMES:
+        for key in ("AutocastCPU", "AutocastCUDA"):
+            registered = torch._C._dispatch_has_kernel_for_dispatch_key(f"convext::{name}", key)
+            assert registered == (name in AUTOCAST_OPS), (name, key)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -5,6 +5,7 @@
 
 #include "../avg_pool2d.h"
 #include "pool_layout.h"
+#include "widen.h"
 
 namespace convext::cpu {
 namespace {
@@ -15,6 +16,11 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
   constexpr const char* op = "convext.avg_pool2d";
   const Pool2dShape s =
       avg_pool2d_check(input, kernel_size, stride, padding, ceil_mode, divisor_override, op);
+  if (is_half_type(input)) {
+    return avg_pool2d_cpu(widen(input), kernel_size, stride, padding, ceil_mode,
+                          count_include_pad, divisor_override)
+        .to(input.scalar_type());
+  }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor x = layout.dense(input);
   at::Tensor output =
@@ -45,6 +51,11 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       avg_pool2d_check(input, kernel_size, stride, padding, ceil_mode, divisor_override, op);
   check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
   check_grad_output_size(grad_output, {s.batch, s.channels, s.h.out_size, s.w.out_size}, op);
+  if (is_half_type(input)) {
+    return avg_pool2d_backward_cpu(widen(grad_output), widen(input), kernel_size, stride,
+                                   padding, ceil_mode, count_include_pad, divisor_override)
+        .to(input.scalar_type());
+  }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output);
   at::Tensor grad_input =

@@ -19,6 +19,7 @@
 #include "../view.h"
 #include "isa.h"
 #include "parallel.h"
+#include "widen.h"
 
 namespace convext::cpu {
 namespace {
@@ -408,12 +409,14 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
 template <typename T>
 at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s,
                                     const at::Tensor& grad_output, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias,
                                     at::MemoryFormat format) {
   const ConvNhwc c = ConvNhwc::forward(s);
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
   const at::Tensor gy = padded_buffer(grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   const at::Tensor packed =
       pack_weight<T>(weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
+  const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
   constexpr int64_t kRun = 72;
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
@@ -424,7 +427,8 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
     DepthwiseArgs<T> a{g + n * s.h.out_size * s.w.out_size * channels, s.w.out_size * channels, channels,
                        s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel, s.w.kernel,
                        s.h.stride, s.w.stride, s.h.dilation, s.w.dilation,
-                       packed.const_data_ptr<T>(), padded_channels, nullptr,
+                       packed.const_data_ptr<T>(), padded_channels,
+                       bias ? dense_bias.const_data_ptr<T>() : nullptr,
                        out + n * pixels * channels, channels, s.w.in_size, first,
                        std::min(pixels, first + kRun), channels};
     k.depthwise_input_grad(a);
@@ -432,16 +436,21 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   return grad_input.contiguous(format);
 }
 
+// The input gradient of s, which is also conv_transpose2d (with a bias).
+// grad_output may have fewer rows or columns than s's output: the missing ones
+// read as zeros.
 template <typename T>
 at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& grad_output,
-                                      const at::Tensor& weight, at::MemoryFormat format) {
+                                      const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& bias,
+                                      at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::input_gradient(s);
   if (c.depthwise() && s.h.kernel * s.w.kernel <= kMaxDepthwiseTaps) {
-    return depthwise_backward_input<T>(k, s, grad_output, weight, format);
+    return depthwise_backward_input<T>(k, s, grad_output, weight, bias, format);
   }
   return convolve<T>(k, c, grad_output, ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad,
-                     s.h.stride, s.w.stride, weight, std::nullopt, true, format);
+                     s.h.stride, s.w.stride, weight, bias, true, format);
 }
 
 // The weight gradient in tiles of (tap, output channels, input channels) of
@@ -540,6 +549,10 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   constexpr const char* op = "convext.conv2d";
   const Conv2dShape s = conv2d_check(input, weight, bias, stride, padding, dilation, groups, op);
+  if (is_half_type(input)) {
+    return conv2d_cpu(widen(input), widen(weight), widen(bias), stride, padding, dilation, groups)
+        .to(input.scalar_type());
+  }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     return conv2d_forward_simd<scalar_t>(s, input, weight, bias, format);
@@ -553,9 +566,14 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   constexpr const char* op = "convext.conv2d_backward_input";
   const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
                                               dilation, groups, op);
+  if (is_half_type(input)) {
+    return conv2d_backward_input_cpu(widen(grad_output), widen(input), widen(weight), stride,
+                                     padding, dilation, groups)
+        .to(input.scalar_type());
+  }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    return conv2d_backward_input_simd<scalar_t>(s, grad_output, weight, format);
+    return conv2d_backward_input_simd<scalar_t>(s, grad_output, weight, std::nullopt, format);
   });
 }
 
@@ -566,6 +584,11 @@ at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::T
   constexpr const char* op = "convext.conv2d_backward_weight";
   const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
                                               dilation, groups, op);
+  if (is_half_type(input)) {
+    return conv2d_backward_weight_cpu(widen(grad_output), widen(input), widen(weight), stride,
+                                      padding, dilation, groups)
+        .to(input.scalar_type());
+  }
   at::Tensor grad_weight = empty_like_layout(weight.sizes(), weight,
                                              conv2d_memory_format(input, weight),
                                              weight.scalar_type());
@@ -579,12 +602,33 @@ at::Tensor conv2d_backward_bias_cpu(const at::Tensor& grad_output) {
   constexpr const char* op = "convext.conv2d_backward_bias";
   check_rank(grad_output, 4, op, "grad_output", "(N, C, H, W)");
   check_supported_dtype(grad_output, op, "grad_output");
+  if (is_half_type(grad_output)) {
+    return conv2d_backward_bias_cpu(widen(grad_output)).to(grad_output.scalar_type());
+  }
   at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), op, [&] {
     conv2d_backward_bias_kernel<scalar_t>(read_view<scalar_t>(grad_output), grad_output.sizes(),
                                           grad_bias.mutable_data_ptr<scalar_t>());
   });
   return grad_bias;
+}
+
+at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                int64_t groups, at::IntArrayRef dilation) {
+  constexpr const char* op = "convext.conv_transpose2d";
+  const Conv2dShape s = conv_transpose2d_check(input, weight, bias, stride, padding,
+                                               output_padding, groups, dilation, op);
+  if (is_half_type(input)) {
+    return conv_transpose2d_cpu(widen(input), widen(weight), widen(bias), stride, padding,
+                                output_padding, groups, dilation)
+        .to(input.scalar_type());
+  }
+  const at::MemoryFormat format = conv2d_memory_format(input, weight);
+  return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
+    return conv2d_backward_input_simd<scalar_t>(s, input, weight, bias, format);
+  });
 }
 
 }  // namespace
@@ -595,4 +639,5 @@ TORCH_LIBRARY_IMPL(convext, CPU, m) {
   m.impl("conv2d_backward_input", &convext::cpu::conv2d_backward_input_cpu);
   m.impl("conv2d_backward_weight", &convext::cpu::conv2d_backward_weight_cpu);
   m.impl("conv2d_backward_bias", &convext::cpu::conv2d_backward_bias_cpu);
+  m.impl("conv_transpose2d", &convext::cpu::conv_transpose2d_cpu);
 }

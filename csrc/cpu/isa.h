@@ -116,7 +116,7 @@ struct DepthwiseArgs {
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   const T* weight;        // packed [kernel_h][kernel_w][channel], at the vector's first channel
   int64_t weight_tap;     // elements between taps of the packed weights
-  const T* bias;          // at the vector's first channel (padded), or nullptr
+  const T* bias;          // at the vector's first channel, or nullptr; no lane past channels is read
   T* output;              // the image's first output pixel, at the vector's first channel
   int64_t output_pixel;
   int64_t out_w, pixel_begin, pixel_end;

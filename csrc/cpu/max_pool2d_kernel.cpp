@@ -9,6 +9,7 @@
 #include "../max_pool2d.h"
 #include "parallel.h"
 #include "pool_layout.h"
+#include "widen.h"
 
 namespace convext::cpu {
 namespace {
@@ -21,6 +22,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& input,
   constexpr const char* op = "convext.max_pool2d";
   const Pool2dShape s =
       pool2d_check(input, kernel_size, stride, padding, dilation, ceil_mode, op);
+  if (is_half_type(input)) {
+    auto [output, indices] =
+        max_pool2d_cpu(widen(input), kernel_size, stride, padding, dilation, ceil_mode);
+    return {output.to(input.scalar_type()), indices};
+  }
   const std::array<int64_t, 4> out_sizes = {s.batch, s.channels, s.h.out_size, s.w.out_size};
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor x = layout.dense(input);
@@ -44,6 +50,10 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    const at::Tensor& indices) {
   constexpr const char* op = "convext.max_pool2d_backward";
   const int64_t plane = max_pool2d_backward_check(grad_output, input, indices, op);
+  if (is_half_type(input)) {
+    return max_pool2d_backward_cpu(widen(grad_output), widen(input), indices)
+        .to(input.scalar_type());
+  }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output), index = layout.dense(indices);
   // The one bounds check of the scatter below.

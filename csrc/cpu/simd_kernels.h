@@ -356,8 +356,11 @@ struct Kernels {
       }
       T* out = a.output + p * a.output_pixel;
       for (int64_t c = 0; c < a.channels; c += L) {
-        vec acc{};
         const bool partial = a.channels - c < L;
+        vec acc{};
+        if (a.bias) {  // conv_transpose2d's
+          acc = partial ? load_first(a.bias + c, a.channels - c) : V::load(a.bias + c);
+        }
         for (int i = 0; i < count; ++i) {
           const vec g = partial ? load_first(a.input + reads[i] + c, a.channels - c)
                                 : V::load(a.input + reads[i] + c);
