@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from convext import bench
 
 
@@ -17,6 +19,15 @@ def test_bench_writes_results_for_user_shapes(tmp_path):
     assert result["peaks"]["fma_gflops"] > 0 and result["peaks"]["copy_gbs"] > 0
     assert result["machine"]["isa"] in ("generic", "avx2", "avx512")
     assert "| case | pass |" in (tmp_path / "cpu-float32-channels_last.md").read_text()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_bench_runs_every_dtype(tmp_path, dtype):
+    status = bench.main(["--shape", "conv:2,4,9,9,6,3,1,1", "--shape", "max:2,3,9,9,3,2,1", "--pass", "fwd+bwd",
+                         "--min-run-time", "0.01", "--output", str(tmp_path), "--dtype", dtype])
+    assert status == 0
+    result = json.loads((tmp_path / f"cpu-{dtype}-nchw.json").read_text())
+    assert result["dtype"] == dtype and all(r["correct"] for r in result["rows"])
 
 
 def test_default_suite_covers_the_issue_cases():
