@@ -202,6 +202,10 @@ def _conv_transpose2d_backward(ctx, grad_output):
     ]
     extra_h, extra_w = conv_size[0] - input.shape[2], conv_size[1] - input.shape[3]
     grad_input = grad_weight = grad_bias = None
+    if grad_output.shape[2] == 0 or grad_output.shape[3] == 0:  # padding cropped the whole output
+        return (torch.zeros_like(input) if needs_input else None, torch.zeros_like(weight) if needs_weight else None,
+                grad_output.new_zeros(grad_output.shape[1]) if ctx.has_bias and needs_bias else None,
+                None, None, None, None, None)
     if needs_input:
         grad_input = ops.conv2d(grad_output, weight, None, *ctx.params)
         if extra_h or extra_w:

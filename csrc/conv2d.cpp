@@ -114,7 +114,7 @@ Conv2dShape conv_transpose2d_check(const at::Tensor& input, const at::Tensor& we
     const int64_t in = input.size(i + 2), kernel = weight.size(i + 2);
     const int64_t size = (in - 1) * stride[i] - 2 * padding[i] +
                          dilated_extent(kernel, dilation[i]) + output_padding[i];
-    TORCH_CHECK(size > 0, op, ": input of size ", input.sizes(), " gives an output of size ",
+    TORCH_CHECK(size >= 0, op, ": input of size ", input.sizes(), " gives an output of size ",
                 size, " in dimension ", i + 2, " (weight size ", weight.sizes(), ", stride ",
                 stride, ", padding ", padding, ", output_padding ", output_padding,
                 ", dilation ", dilation, ")");

@@ -628,6 +628,10 @@ at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weigh
         .to(input.scalar_type());
   }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
+  if (s.h.in_size == 0 || s.w.in_size == 0) {  // padding crops the whole output, as torch allows
+    return empty_like_layout({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, input, format,
+                             input.scalar_type());
+  }
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     return conv2d_backward_input_simd<scalar_t>(s, input, weight, bias, format);
   });
