@@ -17,9 +17,8 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
   const Pool2dShape s =
       avg_pool2d_check(input, kernel_size, stride, padding, ceil_mode, divisor_override, op);
   if (is_half_type(input)) {
-    return avg_pool2d_cpu(widen(input), kernel_size, stride, padding, ceil_mode,
-                          count_include_pad, divisor_override)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), avg_pool2d_cpu, input, kernel_size, stride, padding,
+                      ceil_mode, count_include_pad, divisor_override);
   }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor x = layout.dense(input);
@@ -52,9 +51,9 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
   check_grad_output_size(grad_output, {s.batch, s.channels, s.h.out_size, s.w.out_size}, op);
   if (is_half_type(input)) {
-    return avg_pool2d_backward_cpu(widen(grad_output), widen(input), kernel_size, stride,
-                                   padding, ceil_mode, count_include_pad, divisor_override)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), avg_pool2d_backward_cpu, grad_output, input,
+                      kernel_size, stride, padding, ceil_mode, count_include_pad,
+                      divisor_override);
   }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output);

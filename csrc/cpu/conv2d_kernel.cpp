@@ -552,8 +552,8 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
   constexpr const char* op = "convext.conv2d";
   const Conv2dShape s = conv2d_check(input, weight, bias, stride, padding, dilation, groups, op);
   if (is_half_type(input)) {
-    return conv2d_cpu(widen(input), widen(weight), widen(bias), stride, padding, dilation, groups)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), conv2d_cpu, input, weight, bias, stride, padding,
+                      dilation, groups);
   }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
@@ -569,9 +569,8 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
                                               dilation, groups, op);
   if (is_half_type(input)) {
-    return conv2d_backward_input_cpu(widen(grad_output), widen(input), widen(weight), stride,
-                                     padding, dilation, groups)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), conv2d_backward_input_cpu, grad_output, input, weight,
+                      stride, padding, dilation, groups);
   }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
   return AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
@@ -587,9 +586,8 @@ at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::T
   const Conv2dShape s = conv2d_backward_check(grad_output, input, weight, stride, padding,
                                               dilation, groups, op);
   if (is_half_type(input)) {
-    return conv2d_backward_weight_cpu(widen(grad_output), widen(input), widen(weight), stride,
-                                      padding, dilation, groups)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), conv2d_backward_weight_cpu, grad_output, input, weight,
+                      stride, padding, dilation, groups);
   }
   at::Tensor grad_weight = empty_like_layout(weight.sizes(), weight,
                                              conv2d_memory_format(input, weight),
@@ -605,7 +603,7 @@ at::Tensor conv2d_backward_bias_cpu(const at::Tensor& grad_output) {
   check_rank(grad_output, 4, op, "grad_output", "(N, C, H, W)");
   check_supported_dtype(grad_output, op, "grad_output");
   if (is_half_type(grad_output)) {
-    return conv2d_backward_bias_cpu(widen(grad_output)).to(grad_output.scalar_type());
+    return in_float32(grad_output.scalar_type(), conv2d_backward_bias_cpu, grad_output);
   }
   at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), op, [&] {
@@ -623,9 +621,8 @@ at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const Conv2dShape s = conv_transpose2d_check(input, weight, bias, stride, padding,
                                                output_padding, groups, dilation, op);
   if (is_half_type(input)) {
-    return conv_transpose2d_cpu(widen(input), widen(weight), widen(bias), stride, padding,
-                                output_padding, groups, dilation)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), conv_transpose2d_cpu, input, weight, bias, stride,
+                      padding, output_padding, groups, dilation);
   }
   const at::MemoryFormat format = conv2d_memory_format(input, weight);
   if (s.h.in_size == 0 || s.w.in_size == 0) {  // padding crops the whole output, as torch allows

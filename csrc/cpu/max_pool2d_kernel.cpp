@@ -23,9 +23,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& input,
   const Pool2dShape s =
       pool2d_check(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   if (is_half_type(input)) {
-    auto [output, indices] =
-        max_pool2d_cpu(widen(input), kernel_size, stride, padding, dilation, ceil_mode);
-    return {output.to(input.scalar_type()), indices};
+    return in_float32(input.scalar_type(), max_pool2d_cpu, input, kernel_size, stride, padding,
+                      dilation, ceil_mode);
   }
   const std::array<int64_t, 4> out_sizes = {s.batch, s.channels, s.h.out_size, s.w.out_size};
   const PoolImages layout = PoolImages::of(input);
@@ -51,8 +50,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   constexpr const char* op = "convext.max_pool2d_backward";
   const int64_t plane = max_pool2d_backward_check(grad_output, input, indices, op);
   if (is_half_type(input)) {
-    return max_pool2d_backward_cpu(widen(grad_output), widen(input), indices)
-        .to(input.scalar_type());
+    return in_float32(input.scalar_type(), max_pool2d_backward_cpu, grad_output, input, indices);
   }
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output), index = layout.dense(indices);
