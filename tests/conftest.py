@@ -212,9 +212,9 @@ class PoolCase:
     ceil_mode: bool
 
 
-def _window_inside(out_size, size, kernel, stride, pad, dilation):
-    """Whether every output window has a tap inside the input (torch gives an
-    out-of-range index otherwise; such cases are not generated)."""
+def windows_reach_the_input(out_size, size, kernel, stride, pad, dilation):
+    """Whether every output window has a tap inside the input (torch's max pool
+    gives an out-of-range index for a window of padding only)."""
     return all(
         any(0 <= o * stride - pad + k * dilation < size for k in range(kernel)) for o in range(out_size)
     )
@@ -230,7 +230,7 @@ def random_pool_case(rng, max_size=10, dilation=True):
         case = PoolCase(rng.randint(1, 2), rng.randint(1, 3), size, kernel, stride, padding, dil, rng.random() < 0.5)
         outs = [pool_output_size(case, i) for i in range(2)]
         if all(o > 0 for o in outs) and all(
-            _window_inside(outs[i], size[i], kernel[i], stride[i], padding[i], dil[i]) for i in range(2)
+            windows_reach_the_input(outs[i], size[i], kernel[i], stride[i], padding[i], dil[i]) for i in range(2)
         ):
             return case
 

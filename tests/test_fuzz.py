@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HALF_TYPES, forward_and_grads
+from conftest import HALF_TYPES, forward_and_grads, windows_reach_the_input, with_layout
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -56,14 +56,10 @@ def make_weight(shape, dtype, generator):
 
 
 def in_layout(t, layout, generator):
-    """t's values in a memory layout; every tensor in a layout of its own."""
+    """t's values in a memory layout: conftest's three, and four more."""
     n, c, h, w = t.shape
-    if layout == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if layout == "sliced":
-        buffer = torch.full((n + 1, 2 * c + 1, h + 2, 2 * w + 1), float("nan"), dtype=t.dtype)
-        out = buffer[1:, 1::2, 1:h + 1, 1::2]
-        return out.copy_(t)
+    if layout in ("contiguous", "channels_last", "sliced"):
+        return with_layout(t, layout)
     if layout == "transposed":
         return t.transpose(2, 3).contiguous().transpose(2, 3)
     if layout == "permuted":
@@ -73,7 +69,7 @@ def in_layout(t, layout, generator):
         strides = list(t.contiguous().stride())
         strides = [7 if size == 1 else stride for size, stride in zip(t.shape, strides, strict=True)]
         return torch.empty_strided(t.shape, strides, dtype=t.dtype).copy_(t)
-    if layout == "expanded" and n > 0:  # one image read n times (stride 0)
+    if n > 0:  # expanded: one image read n times (stride 0)
         return t[:1].expand(n, c, h, w)
     return t.contiguous()
 
@@ -217,11 +213,6 @@ def test_conv_transpose2d_agrees_with_torch(batch, groups, in_group, out_group, 
     check(fn, lambda x, w, b: F.conv_transpose2d(x, w, b, *args), inputs, bound_inputs=magnitudes(inputs))
 
 
-def pool_windows_reach_the_input(size, out, kernel, stride, padding, dilation):
-    """torch's max pool gives an out-of-range index for a window of padding only."""
-    return all(any(0 <= o * stride - padding + k * dilation < size for k in range(kernel)) for o in range(out))
-
-
 @FUZZ
 @given(batch=st.integers(0, 2), channels=st.integers(1, 3), h=small, w=small, kh=window, kw=window,
        stride=positive, padding=st.integers(0, 2), dilation=positive,
@@ -239,7 +230,7 @@ def test_max_pool2d_agrees_with_torch(batch, channels, h, w, kh, kw, stride, pad
     except RuntimeError:
         out = None
     if out is not None and not all(
-        pool_windows_reach_the_input(size, o, k, stride, padding, dilation)
+        windows_reach_the_input(o, size, k, stride, padding, dilation)
         for size, o, k in ((h, out.shape[2], kh), (w, out.shape[3], kw))
     ):
         return
