@@ -7,7 +7,6 @@
 // output rows. Results are then given torch's layout. Every result element is
 // one fixed-order sum: deterministic for any thread count.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -24,17 +23,18 @@
 namespace convext::cpu {
 namespace {
 
+// Summed in double: a float sum of millions of terms drops the small ones once
+// it outgrows them.
 template <typename scalar_t>
 void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayRef sizes,
                                  scalar_t* grad_bias) {
-  using acc_t = at::opmath_type<scalar_t>;
   const int64_t batch = sizes[0], channels = sizes[1], height = sizes[2], width = sizes[3];
   parallel_over(channels, batch * height * width, [&](int64_t c) {
-    acc_t acc = 0;
+    double acc = 0;
     for (int64_t n = 0; n < batch; ++n) {
       for (int64_t h = 0; h < height; ++h) {
         for (int64_t w = 0; w < width; ++w) {
-          acc += static_cast<acc_t>(grad_output(n, c, h, w));
+          acc += static_cast<double>(grad_output(n, c, h, w));
         }
       }
     }
@@ -90,6 +90,46 @@ at::Tensor padded_buffer(const at::Tensor& src, bool nhwc, int64_t height, int64
   }
   return buffer;
 }
+
+// Weight gradients sum a product per output pixel. In one float sum, 2^29
+// such products came out 40% off: once the total outgrows the terms they are
+// rounded away. So the kernels add at most about kPartialPixels pixels into
+// float partial sums, which are then folded into double totals.
+constexpr int64_t kPartialPixels = 4096;
+
+template <typename T>
+class FoldedSums {
+ public:
+  explicit FoldedSums(int64_t size) : partial_(size, T(0)), totals_(size, 0.0) {}
+
+  T* partial() { return partial_.data(); }
+
+  // Every partial sum has had `pixels` more pixels added.
+  void added(int64_t pixels) {
+    pending_ += pixels;
+    if (pending_ >= kPartialPixels) {
+      fold();
+    }
+  }
+
+  const std::vector<double>& totals() {
+    fold();
+    return totals_;
+  }
+
+ private:
+  void fold() {
+    for (size_t i = 0; i < partial_.size(); ++i) {
+      totals_[i] += partial_[i];
+      partial_[i] = T(0);
+    }
+    pending_ = 0;
+  }
+
+  std::vector<T> partial_;
+  std::vector<double> totals_;
+  int64_t pending_ = 0;
+};
 
 // A convolution on NHWC buffers, as the SIMD kernels see it.
 struct ConvNhwc {
@@ -356,9 +396,12 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
   const int64_t taps = s.h.kernel * s.w.kernel;
   const int64_t tiles = s.groups * blocks * in_g * taps;
   const int64_t image_bytes = (s.in_channels * in_h * in_w + s.out_channels * out_plane) * sizeof(T);
-  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 17) / image_bytes);
+  // A call sums `chunk` images' rows [r0, r0 + rows): at most kPartialPixels pixels.
+  const int64_t rows = std::clamp<int64_t>(kPartialPixels / s.w.out_size, 1, s.h.out_size);
+  const int64_t chunk = std::clamp<int64_t>(
+      std::min((int64_t{1} << 17) / image_bytes, kPartialPixels / (rows * s.w.out_size)), 1, s.batch);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> sums((end - begin) * block, T(0));
+    FoldedSums<T> sums((end - begin) * block);
     const auto tile_of = [&](int64_t t) {
       struct {
         int64_t g, first_oc, ic, kh, kw, count;
@@ -368,23 +411,30 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
       return tile;
     };
     for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
-      for (int64_t t = begin; t < end; ++t) {
-        const auto tile = tile_of(t);
-        const int64_t oc = tile.g * out_g + tile.first_oc, channel = tile.g * in_g + tile.ic;
-        PlanarGradArgs<T> a{
-            g_data + (n0 * s.out_channels + oc) * out_plane, s.out_channels * out_plane, out_plane,
-            s.h.out_size, s.w.out_size, std::min(chunk, s.batch - n0),
-            xs + ((n0 * s.in_channels + channel) * in_h + tile.kh * s.h.dilation) * in_w +
-                tile.kw * s.w.dilation,
-            s.in_channels * in_h * in_w, in_w, s.h.stride, s.w.stride, tile.count,
-            sums.data() + (t - begin) * block};
-        k.planar_weight_grad(a);
+      const int64_t images = std::min(chunk, s.batch - n0);
+      for (int64_t r0 = 0; r0 < s.h.out_size; r0 += rows) {
+        const int64_t row_count = std::min(rows, s.h.out_size - r0);
+        for (int64_t t = begin; t < end; ++t) {
+          const auto tile = tile_of(t);
+          const int64_t oc = tile.g * out_g + tile.first_oc, channel = tile.g * in_g + tile.ic;
+          PlanarGradArgs<T> a{
+              g_data + (n0 * s.out_channels + oc) * out_plane + r0 * s.w.out_size,
+              s.out_channels * out_plane, out_plane, row_count, s.w.out_size, images,
+              xs + ((n0 * s.in_channels + channel) * in_h + r0 * s.h.stride + tile.kh * s.h.dilation) * in_w +
+                  tile.kw * s.w.dilation,
+              s.in_channels * in_h * in_w, in_w, s.h.stride, s.w.stride, tile.count,
+              sums.partial() + (t - begin) * block};
+          k.planar_weight_grad(a);
+        }
+        sums.added(images * row_count * s.w.out_size);
       }
     }
+    const std::vector<double>& totals = sums.totals();
     for (int64_t t = begin; t < end; ++t) {
       const auto tile = tile_of(t);
       for (int64_t j = 0; j < tile.count; ++j) {
-        gw(tile.g * out_g + tile.first_oc + j, tile.ic, tile.kh, tile.kw) = sums[(t - begin) * block + j];
+        gw(tile.g * out_g + tile.first_oc + j, tile.ic, tile.kh, tile.kw) =
+            static_cast<T>(totals[(t - begin) * block + j]);
       }
     }
   });
@@ -499,7 +549,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t chunk_pixels = std::clamp<int64_t>((int64_t{256} << 10) / pixel_bytes, 16, 256);
   Nchw<T> gw = write_view<T>(grad_weight);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> sums((end - begin) * tile_size, T(0));
+    FoldedSums<T> sums((end - begin) * tile_size);
     const auto tile_of = [&](int64_t t) {
       struct {
         int64_t g, kh, kw, first_oc, first_ic;
@@ -517,20 +567,22 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
             x + (tile.kh * s.h.dilation * c.in_w + tile.kw * s.w.dilation) * in_c + in_first,
             c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
             gy + out_first, out_c, s.h.out_size, s.w.out_size,
-            p0, std::min(pixels, p0 + chunk_pixels), sums.data() + (t - begin) * tile_size,
+            p0, std::min(pixels, p0 + chunk_pixels), sums.partial() + (t - begin) * tile_size,
             s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation};
         kernel(a);
       }
+      sums.added(chunk_pixels);
     }
+    const std::vector<double>& totals = sums.totals();
     for (int64_t t = begin; t < end; ++t) {
       const auto tile = tile_of(t);
-      const T* sum = sums.data() + (t - begin) * tile_size;
+      const double* sum = totals.data() + (t - begin) * tile_size;
       const int64_t oc_count = std::min(tile_oc, group_out - tile.first_oc);
       const int64_t ic_count = std::min(tile_ic, group_in - tile.first_ic);
       if (depthwise) {
         for (int64_t tap = 0; tap < kernel_taps; ++tap) {
           for (int64_t i = 0; i < ic_count; ++i) {
-            gw(tile.first_ic + i, 0, tap / s.w.kernel, tap % s.w.kernel) = sum[tap * tile_ic + i];
+            gw(tile.first_ic + i, 0, tap / s.w.kernel, tap % s.w.kernel) = static_cast<T>(sum[tap * tile_ic + i]);
           }
         }
         continue;
@@ -538,7 +590,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
       for (int64_t j = 0; j < oc_count; ++j) {
         for (int64_t i = 0; i < ic_count; ++i) {
           // sums is [broadcast side][vector side].
-          const T value = by_output ? sum[i * tile_oc + j] : sum[j * tile_ic + i];
+          const T value = static_cast<T>(by_output ? sum[i * tile_oc + j] : sum[j * tile_ic + i]);
           gw(tile.g * group_out + tile.first_oc + j, tile.first_ic + i, tile.kh, tile.kw) = value;
         }
       }
