@@ -5,6 +5,8 @@ no -march flag is needed (one would also bind the generic path to this host).
 Environment:
   MAX_JOBS           parallel compile jobs (honoured by torch's build_ext)
   CONVEXT_CXXFLAGS   extra C++ flags, e.g. "-g" (default: none)
+  CONVEXT_SANITIZE   sanitizers to build with, e.g. "address,undefined": a debug
+                     build for tests only (see .ci/sanitize)
 """
 
 import glob
@@ -30,12 +32,20 @@ def extension():
     # -ffp-contract=fast lets a * b + c become one FMA in the SIMD kernels.
     cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     cxx_flags += shlex.split(os.environ.get("CONVEXT_CXXFLAGS", ""))
+    link_flags = ["-fopenmp"]
+    sanitizers = os.environ.get("CONVEXT_SANITIZE", "")
+    if sanitizers:
+        # Every UBSan finding is an error, not a warning that scrolls past;
+        # -fno-wrapv undoes Python's -fwrapv, which would hide signed overflow.
+        sanitize = [f"-fsanitize={sanitizers}", "-fno-sanitize-recover=all"]
+        cxx_flags += sanitize + ["-g", "-fno-omit-frame-pointer", "-fno-wrapv"]
+        link_flags += sanitize
     return CppExtension(
         name="convext._C",
         sources=cpu_sources(),
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link_flags,
     )
 
 
@@ -50,7 +60,8 @@ class BuildExtensionInSourceToo(BuildExtension):
             self.copy_extensions_to_source()
 
 
-print(f"convext: building backends: cpu (torch {torch.__version__})")
+print(f"convext: building backends: cpu (torch {torch.__version__})"
+      + (f", sanitizers {os.environ['CONVEXT_SANITIZE']}" if os.environ.get("CONVEXT_SANITIZE") else ""))
 
 setup(
     ext_modules=[extension()],
