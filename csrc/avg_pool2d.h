@@ -10,4 +10,10 @@ Pool2dShape avg_pool2d_check(const at::Tensor& input, at::IntArrayRef kernel_siz
                              at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode,
                              std::optional<int64_t> divisor_override, const char* op);
 
+// avg_pool2d_check, plus grad_output against the forward's output.
+Pool2dShape avg_pool2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, bool ceil_mode,
+                                      std::optional<int64_t> divisor_override, const char* op);
+
 }  // namespace convext

@@ -2,6 +2,8 @@
 
 #include <ATen/ops/empty.h>
 
+#include <string>
+
 namespace convext {
 
 void check_rank(const at::Tensor& t, int64_t rank, const char* op, const char* arg,
@@ -32,12 +34,27 @@ void check_pair(at::IntArrayRef values, int64_t min_value, const char* op, const
               values);
   TORCH_CHECK(values[0] >= min_value && values[1] >= min_value, op, ": ", arg,
               " must be ", (min_value > 0 ? "positive" : "non-negative"), ", got ", values);
+  TORCH_CHECK(values[0] <= kMaxExtent && values[1] <= kMaxExtent, op, ": ", arg,
+              " must be at most 2^61, got ", values);
+}
+
+int64_t check_extent(__int128 size, const char* op, const char* what) {
+  TORCH_CHECK(size <= kMaxExtent, op, ": ", what, " is more than 2^61");
+  return static_cast<int64_t>(size);
+}
+
+AxisExtents axis_extents(int64_t in, int64_t kernel, int64_t pad, int64_t dilation, const char* op,
+                         const char* axis) {
+  const std::string padded = std::string("the input ") + axis + " with its padding";
+  const std::string span = std::string("the kernel ") + axis + " times the dilation";
+  return {check_extent(__int128{in} + 2 * __int128{pad}, op, padded.c_str()),
+          check_extent(__int128{dilation} * (kernel - 1) + 1, op, span.c_str())};
 }
 
 void check_grad_output_size(const at::Tensor& grad_output, at::IntArrayRef expected,
-                            const char* op) {
+                            const at::Tensor& input, const char* op) {
   TORCH_CHECK(grad_output.sizes() == expected, op, ": expected grad_output of size ",
-              expected, ", got ", grad_output.sizes());
+              expected, " for input of size ", input.sizes(), ", got ", grad_output.sizes());
 }
 
 Pool2dShape pool2d_check(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -56,6 +73,8 @@ Pool2dShape pool2d_check(const at::Tensor& input, at::IntArrayRef kernel_size,
               ": padding must be at most half of kernel_size, got padding ", padding,
               " for kernel_size ", kernel_size);
   const int64_t height = input.size(2), width = input.size(3);
+  axis_extents(height, kernel_size[0], padding[0], dilation[0], op, "height");
+  axis_extents(width, kernel_size[1], padding[1], dilation[1], op, "width");
   const int64_t out_h = pool_output_size(height, kernel_size[0], stride[0], padding[0],
                                          dilation[0], ceil_mode);
   const int64_t out_w = pool_output_size(width, kernel_size[1], stride[1], padding[1],
@@ -65,8 +84,8 @@ Pool2dShape pool2d_check(const at::Tensor& input, at::IntArrayRef kernel_size,
               " and dilation ", dilation, " (output would be ", out_h, "x", out_w, ")");
   return {input.size(0),
           input.size(1),
-          {height, out_h, kernel_size[0], stride[0], padding[0], dilation[0]},
-          {width, out_w, kernel_size[1], stride[1], padding[1], dilation[1]}};
+          {height, out_h, kernel_size[0], stepping_stride(stride[0], out_h), padding[0], dilation[0]},
+          {width, out_w, kernel_size[1], stepping_stride(stride[1], out_w), padding[1], dilation[1]}};
 }
 
 at::Tensor empty_like_layout(at::IntArrayRef sizes, const at::Tensor& like,

@@ -57,20 +57,17 @@ Conv2dShape conv2d_check(const at::Tensor& input, const at::Tensor& weight,
   check_bias(bias, input, weight, out_channels, groups, op);
 
   const int64_t kernel_h = weight.size(2), kernel_w = weight.size(3);
-  const int64_t padded_h = input.size(2) + 2 * padding[0];
-  const int64_t padded_w = input.size(3) + 2 * padding[1];
-  TORCH_CHECK(padded_h >= dilated_extent(kernel_h, dilation[0]) &&
-                  padded_w >= dilated_extent(kernel_w, dilation[1]),
-              op, ": padded input of size ", padded_h, "x", padded_w,
-              " is smaller than the dilated kernel of size ",
-              dilated_extent(kernel_h, dilation[0]), "x", dilated_extent(kernel_w, dilation[1]),
+  const AxisExtents h = axis_extents(input.size(2), kernel_h, padding[0], dilation[0], op, "height");
+  const AxisExtents w = axis_extents(input.size(3), kernel_w, padding[1], dilation[1], op, "width");
+  TORCH_CHECK(h.padded >= h.kernel && w.padded >= w.kernel, op, ": padded input of size ", h.padded,
+              "x", w.padded, " is smaller than the dilated kernel of size ", h.kernel, "x", w.kernel,
               " (input size ", input.sizes(), ", weight size ", weight.sizes(), ", padding ",
               padding, ", dilation ", dilation, ")");
 
   const auto axis = [&](int64_t dim, int64_t kernel, int i) {
     const int64_t in = input.size(dim);
-    return WindowAxis{in, conv_output_size(in, kernel, stride[i], padding[i], dilation[i]),
-                      kernel, stride[i], padding[i], dilation[i]};
+    const int64_t out = conv_output_size(in, kernel, stride[i], padding[i], dilation[i]);
+    return WindowAxis{in, out, kernel, stepping_stride(stride[i], out), padding[i], dilation[i]};
   };
   return {input.size(0), input.size(1), out_channels, groups, axis(2, kernel_h, 0),
           axis(3, kernel_w, 1)};
@@ -83,7 +80,7 @@ Conv2dShape conv2d_backward_check(const at::Tensor& grad_output, const at::Tenso
   const Conv2dShape s =
       conv2d_check(input, weight, std::nullopt, stride, padding, dilation, groups, op);
   check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
-  check_grad_output_size(grad_output, {s.batch, s.out_channels, s.h.out_size, s.w.out_size}, op);
+  check_grad_output_size(grad_output, {s.batch, s.out_channels, s.h.out_size, s.w.out_size}, input, op);
   return s;
 }
 
@@ -112,13 +109,16 @@ Conv2dShape conv_transpose2d_check(const at::Tensor& input, const at::Tensor& we
   // past the last stride step read as zeros: out_size stays the input's.
   const auto axis = [&](int i) {
     const int64_t in = input.size(i + 2), kernel = weight.size(i + 2);
-    const int64_t size = (in - 1) * stride[i] - 2 * padding[i] +
-                         dilated_extent(kernel, dilation[i]) + output_padding[i];
+    const int64_t span = axis_extents(0, kernel, 0, dilation[i], op, i == 0 ? "height" : "width").kernel;
+    const int64_t size = check_extent(
+        (__int128{in} - 1) * stride[i] - 2 * __int128{padding[i]} + span + output_padding[i], op,
+        i == 0 ? "the output height ((in - 1) * stride - 2 * padding + the dilated kernel + output_padding)"
+               : "the output width ((in - 1) * stride - 2 * padding + the dilated kernel + output_padding)");
     TORCH_CHECK(size >= 0, op, ": input of size ", input.sizes(), " gives an output of size ",
                 size, " in dimension ", i + 2, " (weight size ", weight.sizes(), ", stride ",
                 stride, ", padding ", padding, ", output_padding ", output_padding,
                 ", dilation ", dilation, ")");
-    return WindowAxis{size, in, kernel, stride[i], padding[i], dilation[i]};
+    return WindowAxis{size, in, kernel, stepping_stride(stride[i], in), padding[i], dilation[i]};
   };
   return {input.size(0), out_channels, weight.size(0), groups, axis(0), axis(1)};
 }

@@ -46,6 +46,13 @@ inline int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride,
   return out;
 }
 
+// A window that fits once along an axis never steps, whatever its stride: the
+// stride is then taken as 1, so that no kernel multiplies a stride longer than
+// the input (up to 2^61) by a lane or channel count.
+inline int64_t stepping_stride(int64_t stride, int64_t out_size) {
+  return out_size > 1 ? stride : 1;
+}
+
 struct Range {
   int64_t begin, end;  // [begin, end), empty when begin >= end
 };

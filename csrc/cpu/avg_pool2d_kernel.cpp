@@ -46,10 +46,8 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    bool count_include_pad,
                                    std::optional<int64_t> divisor_override) {
   constexpr const char* op = "convext.avg_pool2d_backward";
-  const Pool2dShape s =
-      avg_pool2d_check(input, kernel_size, stride, padding, ceil_mode, divisor_override, op);
-  check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
-  check_grad_output_size(grad_output, {s.batch, s.channels, s.h.out_size, s.w.out_size}, op);
+  const Pool2dShape s = avg_pool2d_backward_check(grad_output, input, kernel_size, stride, padding,
+                                                 ceil_mode, divisor_override, op);
   if (is_half_type(input)) {
     return in_float32(input.scalar_type(), avg_pool2d_backward_cpu, grad_output, input,
                       kernel_size, stride, padding, ceil_mode, count_include_pad,

@@ -299,9 +299,13 @@ at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
 
 // ---- Few channels per group on both sides: the planar kernels -------------
 // With channel lanes mostly empty, the lanes run along output rows of NCHW
-// planes instead (the first layers of networks, small groups).
+// planes instead (the first layers of networks, small groups). Not for wide
+// column strides: the strided vector loads need a slack of lanes * stride.
+constexpr int64_t kMaxPlanarStride = 8;
+
 bool use_planar(const ConvNhwc& c, int lanes) {
-  return !c.depthwise() && 2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
+  return !c.depthwise() && c.stride_w <= kMaxPlanarStride &&
+         2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
 }
 
 // Vector loads run up to two vectors of strided columns past a row's end.

@@ -46,12 +46,18 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& input,
 }
 
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                   const at::Tensor& indices) {
+                                   const at::Tensor& indices, at::IntArrayRef kernel_size,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "convext.max_pool2d_backward";
-  const int64_t plane = max_pool2d_backward_check(grad_output, input, indices, op);
+  max_pool2d_backward_check(grad_output, input, indices, kernel_size, stride, padding, dilation,
+                            ceil_mode, op);
   if (is_half_type(input)) {
-    return in_float32(input.scalar_type(), max_pool2d_backward_cpu, grad_output, input, indices);
+    return in_float32(input.scalar_type(), max_pool2d_backward_cpu, grad_output, input, indices,
+                      kernel_size, stride, padding, dilation, ceil_mode);
   }
+  // The CPU scatters each grad_output to its index: the window is not needed.
+  const int64_t plane = input.size(2) * input.size(3);
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output), index = layout.dense(indices);
   // The one bounds check of the scatter below.
