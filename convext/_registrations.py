@@ -237,18 +237,19 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 @torch.library.register_fake("convext::max_pool2d_backward")
-def _max_pool2d_backward_fake(grad_output, input, indices):
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     _check_devices("max_pool2d_backward", input, grad_output=grad_output, indices=indices)
     return _empty(input.shape, input, _pool_memory_format(input))
 
 
 def _max_pool2d_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[1])
+    ctx.window = inputs[1:]
 
 
 def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     input, indices = ctx.saved_tensors
-    return ops.max_pool2d_backward(grad_output, input, indices), None, None, None, None, None
+    return ops.max_pool2d_backward(grad_output, input, indices, *ctx.window), None, None, None, None, None
 
 
 torch.library.register_autograd("convext::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup)
@@ -263,7 +264,7 @@ def _max_pool2d_backward_backward(ctx, grad):
     # gathers from them.
     (indices,) = ctx.saved_tensors
     gathered = grad.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
-    return gathered, None, None
+    return gathered, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd(

@@ -144,7 +144,8 @@ class Workload:
             return (grad_input, ops.conv2d_backward_weight(self.gy, self.x, self.w, *conv),
                     ops.conv2d_backward_bias(self.gy))
         if c.kind == "max":
-            return ops.max_pool2d_backward(self.gy, self.x, self.indices)
+            return ops.max_pool2d_backward(self.gy, self.x, self.indices, [c.kernel] * 2, [c.stride] * 2,
+                                           [c.padding] * 2, [1, 1], False)
         return ops.avg_pool2d_backward(self.gy, self.x, [c.kernel] * 2, [c.stride] * 2, [c.padding] * 2,
                                        False, True, None)
 

@@ -6,12 +6,13 @@
 
 namespace convext {
 
-int64_t max_pool2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
-                                  const at::Tensor& indices, const char* op) {
-  check_rank(input, 4, op, "input", "(N, C, H, W)");
-  check_rank(grad_output, 4, op, "grad_output", "(N, C, out_h, out_w)");
-  check_supported_dtype(input, op, "input");
+Pool2dShape max_pool2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
+                                      const at::Tensor& indices, at::IntArrayRef kernel_size,
+                                      at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, bool ceil_mode, const char* op) {
+  const Pool2dShape s = pool2d_check(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   check_same_dtype_and_device(grad_output, input, op, "grad_output", "input");
+  check_grad_output_size(grad_output, {s.batch, s.channels, s.h.out_size, s.w.out_size}, input, op);
   TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": expected int64 indices, got ",
               indices.scalar_type());
   TORCH_CHECK(indices.device() == input.device(), op,
@@ -20,10 +21,7 @@ int64_t max_pool2d_backward_check(const at::Tensor& grad_output, const at::Tenso
   TORCH_CHECK(indices.sizes() == grad_output.sizes(), op,
               ": expected indices of the size of grad_output ", grad_output.sizes(), ", got ",
               indices.sizes());
-  TORCH_CHECK(grad_output.size(0) == input.size(0) && grad_output.size(1) == input.size(1),
-              op, ": grad_output of size ", grad_output.sizes(),
-              " does not match the batch and channels of input of size ", input.sizes());
-  return input.size(2) * input.size(3);
+  return s;
 }
 
 }  // namespace convext
@@ -33,5 +31,9 @@ TORCH_LIBRARY_FRAGMENT(convext, m) {
   m.def(
       "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
       "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
-  m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices) -> Tensor");
+  // The forward's window too: a backward that gathers needs it to find the
+  // outputs that can point at an input element.
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
 }

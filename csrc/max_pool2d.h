@@ -3,9 +3,11 @@
 
 namespace convext {
 
-// Validates max_pool2d_backward's tensors against each other and returns the
-// size of the input plane that the indices point into.
-int64_t max_pool2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
-                                  const at::Tensor& indices, const char* op);
+// Validates a max_pool2d_backward call (the forward's window and its
+// grad_output and indices) and returns the forward's shape.
+Pool2dShape max_pool2d_backward_check(const at::Tensor& grad_output, const at::Tensor& input,
+                                      const at::Tensor& indices, at::IntArrayRef kernel_size,
+                                      at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, bool ceil_mode, const char* op);
 
 }  // namespace convext

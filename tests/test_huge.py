@@ -67,7 +67,7 @@ def test_max_pool2d_values_and_indices_past_2_31():
         assert torch.equal(out[:, :, r : r + ROWS_CHECKED], expected)
         assert torch.equal(indices[:, :, r : r + ROWS_CHECKED], expected_indices + 2 * r * WIDTH)
 
-    grad_input = torch.ops.convext.max_pool2d_backward(out, stand_in, indices)
+    grad_input = torch.ops.convext.max_pool2d_backward(out, stand_in, indices, [2, 2], [2, 2], [0, 0], [1, 1], False)
     assert grad_input.shape == (1, 1, HEIGHT, WIDTH)
     for r, window in windows.items():
         window.requires_grad_()

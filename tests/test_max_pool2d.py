@@ -100,4 +100,5 @@ def test_backward_rejects_indices_outside_the_plane():
     x = torch.randn(1, 1, 4, 4)
     out, idx = convext.max_pool2d(x, 2, return_indices=True)
     with pytest.raises(RuntimeError, match="index 16 is outside the input plane of 4x4"):
-        torch.ops.convext.max_pool2d_backward(torch.ones_like(out), x, torch.full_like(idx, 16))
+        torch.ops.convext.max_pool2d_backward(torch.ones_like(out), x, torch.full_like(idx, 16), [2, 2], [2, 2],
+                                              [0, 0], [1, 1], False)

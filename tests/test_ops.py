@@ -38,7 +38,7 @@ def op_samples(device, layout):
         (ops.conv_transpose2d, (x.detach().bfloat16(), w_t.detach().bfloat16(), None, *conv_t)),
         (ops.max_pool2d, (x, *pool)),
         (ops.max_pool2d, (x.detach().half(), *pool)),
-        (ops.max_pool2d_backward, (torch.randn_like(out), x, idx)),
+        (ops.max_pool2d_backward, (torch.randn_like(out), x, idx, *pool)),
         (ops.avg_pool2d, (x, *avg)),
         (ops.avg_pool2d, (x, [2, 2], [2, 2], [0, 0], False, True, 3)),
         (ops.avg_pool2d_backward, (torch.randn_like(avg_out), x, *avg)),
