@@ -17,7 +17,7 @@ Pool2dShape avg_pool2d_check(const at::Tensor& input, at::IntArrayRef kernel_siz
   // The divisor multiplies the window's extents, each at most the padded input.
   check_extent(__int128{std::min(s.h.kernel, s.h.in_size + 2 * s.h.pad)} *
                    std::min(s.w.kernel, s.w.in_size + 2 * s.w.pad),
-               op, "the window area (kernel_size, clipped to the padded input)");
+               op, ": the window area (kernel_size, clipped to the padded input)");
   return s;
 }
 

@@ -2,8 +2,6 @@
 
 #include <ATen/ops/empty.h>
 
-#include <string>
-
 namespace convext {
 
 void check_rank(const at::Tensor& t, int64_t rank, const char* op, const char* arg,
@@ -38,17 +36,15 @@ void check_pair(at::IntArrayRef values, int64_t min_value, const char* op, const
               " must be at most 2^61, got ", values);
 }
 
-int64_t check_extent(__int128 size, const char* op, const char* what) {
-  TORCH_CHECK(size <= kMaxExtent, op, ": ", what, " is more than 2^61");
-  return static_cast<int64_t>(size);
+int64_t kernel_span(int64_t kernel, int64_t dilation, const char* op, const char* axis) {
+  return check_extent(__int128{dilation} * (kernel - 1) + 1, op, ": the kernel ", axis,
+                      " times the dilation");
 }
 
 AxisExtents axis_extents(int64_t in, int64_t kernel, int64_t pad, int64_t dilation, const char* op,
                          const char* axis) {
-  const std::string padded = std::string("the input ") + axis + " with its padding";
-  const std::string span = std::string("the kernel ") + axis + " times the dilation";
-  return {check_extent(__int128{in} + 2 * __int128{pad}, op, padded.c_str()),
-          check_extent(__int128{dilation} * (kernel - 1) + 1, op, span.c_str())};
+  return {check_extent(__int128{in} + 2 * __int128{pad}, op, ": the input ", axis, " with its padding"),
+          kernel_span(kernel, dilation, op, axis)};
 }
 
 void check_grad_output_size(const at::Tensor& grad_output, at::IntArrayRef expected,

@@ -23,6 +23,17 @@ constexpr int64_t kMaxExtent = int64_t{1} << 61;
 // A pair of window parameters, each in [min_value, kMaxExtent].
 void check_pair(at::IntArrayRef values, int64_t min_value, const char* op, const char* arg);
 
+// A size derived from the caller's arguments, checked against kMaxExtent; the
+// message pieces say what it is (joined only when the check fails).
+template <typename... Message>
+int64_t check_extent(__int128 size, const Message&... message) {
+  TORCH_CHECK(size <= kMaxExtent, message..., " is more than 2^61");
+  return static_cast<int64_t>(size);
+}
+
+// The span of a dilated kernel along `axis` ("height" or "width"), checked.
+int64_t kernel_span(int64_t kernel, int64_t dilation, const char* op, const char* axis);
+
 // One axis of a window: the input padded on both sides and the dilated
 // kernel's span, each checked against kMaxExtent.
 struct AxisExtents {
@@ -30,8 +41,6 @@ struct AxisExtents {
 };
 AxisExtents axis_extents(int64_t in, int64_t kernel, int64_t pad, int64_t dilation, const char* op,
                          const char* axis);
-// A size derived from the caller's arguments, checked against kMaxExtent.
-int64_t check_extent(__int128 size, const char* op, const char* what);
 // grad_output has the size of the forward output from input.
 void check_grad_output_size(const at::Tensor& grad_output, at::IntArrayRef expected,
                             const at::Tensor& input, const char* op);

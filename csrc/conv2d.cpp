@@ -109,11 +109,11 @@ Conv2dShape conv_transpose2d_check(const at::Tensor& input, const at::Tensor& we
   // past the last stride step read as zeros: out_size stays the input's.
   const auto axis = [&](int i) {
     const int64_t in = input.size(i + 2), kernel = weight.size(i + 2);
-    const int64_t span = axis_extents(0, kernel, 0, dilation[i], op, i == 0 ? "height" : "width").kernel;
+    const char* name = i == 0 ? "height" : "width";
+    const int64_t span = kernel_span(kernel, dilation[i], op, name);
     const int64_t size = check_extent(
         (__int128{in} - 1) * stride[i] - 2 * __int128{padding[i]} + span + output_padding[i], op,
-        i == 0 ? "the output height ((in - 1) * stride - 2 * padding + the dilated kernel + output_padding)"
-               : "the output width ((in - 1) * stride - 2 * padding + the dilated kernel + output_padding)");
+        ": the output ", name, " ((in - 1) * stride - 2 * padding + the dilated kernel + output_padding)");
     TORCH_CHECK(size >= 0, op, ": input of size ", input.sizes(), " gives an output of size ",
                 size, " in dimension ", i + 2, " (weight size ", weight.sizes(), ", stride ",
                 stride, ", padding ", padding, ", output_padding ", output_padding,
