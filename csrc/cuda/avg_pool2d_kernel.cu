@@ -68,8 +68,8 @@ at::Tensor avg_pool2d_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
   const Pool2dShape s = avg_pool2d_check(input, kernel_size, stride, padding, ceil_mode, divisor_override, op);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool nhwc = channels_last(input);
-  at::Tensor output = at::empty({s.batch, s.channels, s.h.out_size, s.w.out_size},
-                                input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor output = empty_like_layout({s.batch, s.channels, s.h.out_size, s.w.out_size}, input,
+                                        input.suggest_memory_format(), input.scalar_type());
   if (output.numel() == 0) {
     return output;
   }
@@ -90,7 +90,8 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                                  divisor_override, op);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool nhwc = channels_last(input);
-  at::Tensor grad_input = at::empty(input.sizes(), input.options().memory_format(input.suggest_memory_format()));
+  at::Tensor grad_input =
+      empty_like_layout(input.sizes(), input, input.suggest_memory_format(), input.scalar_type());
   if (grad_input.numel() == 0) {
     return grad_input;
   }

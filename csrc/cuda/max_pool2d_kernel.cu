@@ -4,6 +4,7 @@
 // is the same run to run.
 #include <torch/library.h>
 
+#include <array>
 #include <tuple>
 
 #include "../max_pool2d.h"
@@ -73,10 +74,6 @@ __global__ void max_pool2d_backward_kernel(Tensor4<const T> grad_output, Tensor4
   }
 }
 
-at::MemoryFormat format_of(bool nhwc) {
-  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef dilation, bool ceil_mode) {
@@ -84,9 +81,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& input, at::
   const Pool2dShape s = pool2d_check(input, kernel_size, stride, padding, dilation, ceil_mode, op);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool nhwc = channels_last(input);
-  const auto options = input.options().memory_format(format_of(nhwc));
-  at::Tensor output = at::empty({s.batch, s.channels, s.h.out_size, s.w.out_size}, options);
-  at::Tensor indices = at::empty(output.sizes(), options.dtype(at::kLong));
+  const std::array<int64_t, 4> out_sizes = {s.batch, s.channels, s.h.out_size, s.w.out_size};
+  at::Tensor output = empty_like_layout(out_sizes, input, input.suggest_memory_format(), input.scalar_type());
+  at::Tensor indices = empty_like_layout(out_sizes, input, input.suggest_memory_format(), at::kLong);
   if (output.numel() == 0) {
     return {output, indices};
   }
@@ -108,7 +105,8 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
   const int64_t plane = input.size(2) * input.size(3);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool nhwc = channels_last(input);
-  at::Tensor grad_input = at::empty(input.sizes(), input.options().memory_format(format_of(nhwc)));
+  at::Tensor grad_input =
+      empty_like_layout(input.sizes(), input, input.suggest_memory_format(), input.scalar_type());
   if (grad_input.numel() == 0) {
     return grad_input;
   }
