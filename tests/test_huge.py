@@ -1,6 +1,7 @@
 """Tensors past 2^31 elements: inputs, outputs and max-pool indices whose flat
 offsets do not fit in 32 bits. Run with `pytest -m slow` (CI does); each test
-needs up to 18 GB of memory and skips when the machine has less free.
+asks for up to 18 GiB of free memory (estimated from its tensors' sizes) and
+skips when the machine has less.
 
 A full comparison with torch would double the memory, so each test checks
 windows at the start, the middle and the end of the tensor (past offset 2^31)

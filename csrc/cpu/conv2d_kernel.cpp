@@ -92,9 +92,10 @@ at::Tensor padded_buffer(const at::Tensor& src, bool nhwc, int64_t height, int64
 }
 
 // Weight gradients sum a product per output pixel. In one float sum, 2^29
-// such products came out 40% off: once the total outgrows the terms they are
-// rounded away. So the kernels add at most about kPartialPixels pixels into
-// float partial sums, which are then folded into double totals.
+// such products came out wrong by up to 62% of the sum of their magnitudes:
+// once the total outgrows the terms they are rounded away. So the kernels add
+// at most about kPartialPixels pixels into float partial sums, which are then
+// folded into double totals.
 constexpr int64_t kPartialPixels = 4096;
 
 template <typename T>
