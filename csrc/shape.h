@@ -79,8 +79,8 @@ struct Conv2dShape {
   int64_t batch, in_channels, out_channels, groups;
   WindowAxis h, w;
 
-  int64_t in_per_group() const { return in_channels / groups; }
-  int64_t out_per_group() const { return out_channels / groups; }
+  CONVEXT_HOST_DEVICE int64_t in_per_group() const { return in_channels / groups; }
+  CONVEXT_HOST_DEVICE int64_t out_per_group() const { return out_channels / groups; }
 };
 
 struct Pool2dShape {

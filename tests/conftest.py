@@ -53,6 +53,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """float32 on CUDA in full precision, for convext and cuDNN alike, so that the
+    float32 tolerances hold; test_cuda.py checks the TF32 path on its own."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
 def with_layout(t, layout):
     """t's values in the given memory layout, as a leaf tensor that keeps t's requires_grad.
 
@@ -82,15 +92,19 @@ DTYPES = [torch.float32, torch.float64, *HALF_TYPES]
 
 
 def tolerances(dtype, expected):
-    """float64 and float32 against a result computed another way. Half types:
-    both sides round a float32 sum once, so they differ by a unit or two in the
-    last place, of the largest value (sums of mixed signs cancel)."""
+    """float64 and float32 against a result computed another way; float32's
+    absolute error grows with the largest value of long sums (weight gradients
+    over thousands of pixels). Half types: both sides round a float32 sum once,
+    so they differ by a unit or two in the last place, of the largest value
+    (sums of mixed signs cancel)."""
+    finite = expected[expected.isfinite()]
+    scale = finite.abs().max().item() if finite.numel() else 1.0
     if dtype in HALF_TYPES:
         eps = torch.finfo(dtype).eps
-        finite = expected[expected.isfinite()]
-        scale = finite.abs().max().item() if finite.numel() else 1.0
         return dict(rtol=2 * eps, atol=2 * eps * scale)
-    return {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-4)}[dtype]
+    if dtype == torch.float32:
+        return dict(rtol=1e-4, atol=max(1e-4, 1e-5 * scale))
+    return dict(rtol=1e-9, atol=1e-10)
 
 
 def assert_close(actual, expected, dtype=None):

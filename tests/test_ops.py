@@ -76,11 +76,11 @@ def small_cnn():
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
-def test_torch_compile_fullgraph_forward_and_backward(dynamic):
+def test_torch_compile_fullgraph_forward_and_backward(dynamic, device):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = small_cnn()
-    x = torch.randn(2, 3, 15, 15)
+    model = small_cnn().to(device)
+    x = torch.randn(2, 3, 15, 15, device=device)
     model(x)  # materialise LazyLinear
     compiled = torch.compile(model, fullgraph=True, dynamic=dynamic)
     eager_out = model(x)
@@ -91,7 +91,7 @@ def test_torch_compile_fullgraph_forward_and_backward(dynamic):
     for g, e in zip(grads, eager_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     if dynamic:  # another batch size reuses the dynamic graph
-        x2 = torch.randn(5, 3, 15, 15)
+        x2 = torch.randn(5, 3, 15, 15, device=device)
         assert_close(compiled(x2), model(x2))
 
 
