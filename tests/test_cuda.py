@@ -101,15 +101,18 @@ def test_pools_match_the_cpu_kernels(kind, options, dtype, layout):
     assert_same_results(pool, on_cpu(pool), [x])
 
 
+DENSE_CASE = ConvCase(8, 64, 64, (24, 24), (3, 3), (1, 1), (1, 1), (1, 1), 1, True)
+DENSE_OP_ARGS = ([1, 1], [1, 1], [1, 1], 1)  # DENSE_CASE.args() as the ops take them
+
+
 def dense_case_tensors(dtype):
-    case = ConvCase(8, 64, 64, (24, 24), (3, 3), (1, 1), (1, 1), (1, 1), 1, True)
-    return case, case.tensors(dtype, "cuda", requires_grad=False)
+    return DENSE_CASE, DENSE_CASE.tensors(dtype, "cuda", requires_grad=False)
 
 
 def test_weight_gradient_is_the_same_run_to_run():
     case, (x, w, _) = dense_case_tensors(torch.float32)
     gy = torch.randn_like(F.conv2d(x, w, None, *case.args()))
-    args = (gy, x, w, *[list(a) if isinstance(a, tuple) else a for a in case.args()])
+    args = (gy, x, w, *DENSE_OP_ARGS)
     first = ops.conv2d_backward_weight(*args)
     for _ in range(3):
         assert torch.equal(ops.conv2d_backward_weight(*args), first)
@@ -148,7 +151,7 @@ def test_ops_run_on_the_current_stream_and_device():
 def test_forward_and_backward_ops_can_be_captured_in_a_cuda_graph():
     case, (x, w, b) = dense_case_tensors(torch.float32)
     depthwise = torch.randn(64, 1, 3, 3, device="cuda")
-    args = [list(a) if isinstance(a, tuple) else a for a in case.args()]
+    args = DENSE_OP_ARGS
 
     def step(x):
         y = convext.conv2d(x, w, b, *case.args())
