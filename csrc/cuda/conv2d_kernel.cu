@@ -71,7 +71,60 @@ __device__ inline Pixel pixel_of(int64_t i, int64_t rows, int64_t cols) {
   return {i / rows, i % rows, x};
 }
 
-__device__ inline bool inside(int64_t i, int64_t size) { return i >= 0 && i < size; }
+// The input position that tap (r, c) of output pixel (y, x) reads, and
+// whether it lies inside the input (else it reads padding).
+struct TapRead {
+  int64_t h, w;
+  bool inside;
+};
+
+__device__ inline TapRead tap_read(const Conv2dShape& s, int64_t y, int64_t x, int64_t r, int64_t c) {
+  const int64_t h = s.h.origin(y) + r * s.h.dilation, w = s.w.origin(x) + c * s.w.dilation;
+  return {h, w, h >= 0 && h < s.h.in_size && w >= 0 && w < s.w.in_size};
+}
+
+// The input element that tap t of output pixel p reads in group g, or zero
+// where it reads padding: the forward's A and the weight gradient's B.
+template <typename T>
+__device__ T input_at_tap(const Tensor4<const T>& input, const Conv2dShape& s, int64_t g, const Pixel& p,
+                          const ChannelTap& t) {
+  const TapRead at = tap_read(s, p.y, p.x, t.r, t.c);
+  return at.inside ? input(p.n, g * s.in_per_group() + t.channel, at.h, at.w) : T(0.0f);
+}
+
+// An optional bias, read through its stride; zero without one.
+template <typename T>
+struct Bias {
+  const T* data;
+  int64_t stride;
+
+  __device__ at::opmath_type<T> operator()(int64_t c) const {
+    return data != nullptr ? static_cast<at::opmath_type<T>>(data[c * stride]) : at::opmath_type<T>(0);
+  }
+};
+
+template <typename T>
+Bias<T> bias_view(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? Bias<T>{bias->const_data_ptr<T>(), bias->stride(0)} : Bias<T>{nullptr, 0};
+}
+
+// Where the forward and the input gradient put GEMM result (m, n) of group g:
+// pixel m of `out`, channel n of the group's `per_group`, plus the bias.
+template <typename T>
+struct BiasedOutput {
+  Tensor4<T> out;
+  Bias<T> bias;
+  int64_t per_group;
+
+  __device__ void store(int64_t g, int64_t m, int64_t n, at::opmath_type<T> sum) const {
+    const Pixel p = pixel_of(m, out.size[2], out.size[3]);
+    const int64_t c = g * per_group + n;
+    if (bias.data != nullptr) {
+      sum += bias(c);
+    }
+    out(p.n, c, p.y, p.x) = static_cast<T>(sum);
+  }
+};
 
 // ---------------------------------------------------------------------------
 // The three GEMM problems. Each says, per group g: the GEMM's sizes, operand
@@ -94,20 +147,12 @@ struct ProblemBase {
 template <typename T>
 struct ForwardProblem : ProblemBase<T> {
   Tensor4<const T> input, weight;
-  Tensor4<T> output;
-  const T* bias;
-  int64_t bias_stride;
+  BiasedOutput<T> output;
   ChannelTapOrder k_order;
 
   __device__ T a(int64_t g, int64_t m, int64_t k) const {
     const Conv2dShape& s = this->s;
-    const Pixel p = pixel_of(m, s.h.out_size, s.w.out_size);
-    const ChannelTap t = k_order(k);
-    const int64_t ih = s.h.origin(p.y) + t.r * s.h.dilation;
-    const int64_t iw = s.w.origin(p.x) + t.c * s.w.dilation;
-    return inside(ih, s.h.in_size) && inside(iw, s.w.in_size)
-               ? input(p.n, g * s.in_per_group() + t.channel, ih, iw)
-               : T(0.0f);
+    return input_at_tap(input, s, g, pixel_of(m, s.h.out_size, s.w.out_size), k_order(k));
   }
 
   __device__ T b(int64_t g, int64_t k, int64_t n) const {
@@ -117,13 +162,7 @@ struct ForwardProblem : ProblemBase<T> {
 
   __device__ void store(int64_t g, int64_t /*split*/, int64_t m, int64_t n,
                         typename ProblemBase<T>::acc_t sum) const {
-    const Conv2dShape& s = this->s;
-    const Pixel p = pixel_of(m, s.h.out_size, s.w.out_size);
-    const int64_t oc = g * s.out_per_group() + n;
-    if (bias != nullptr) {
-      sum += static_cast<typename ProblemBase<T>::acc_t>(bias[oc * bias_stride]);
-    }
-    output(p.n, oc, p.y, p.x) = static_cast<T>(sum);
+    output.store(g, m, n, sum);
   }
 };
 
@@ -134,9 +173,7 @@ struct ForwardProblem : ProblemBase<T> {
 template <typename T>
 struct InputGradProblem : ProblemBase<T> {
   Tensor4<const T> grad_output, weight;
-  Tensor4<T> grad_input;
-  const T* bias;
-  int64_t bias_stride;
+  BiasedOutput<T> grad_input;
   ChannelTapOrder k_order;
 
   // The output position whose tap reads input position i, or -1.
@@ -164,13 +201,7 @@ struct InputGradProblem : ProblemBase<T> {
 
   __device__ void store(int64_t g, int64_t /*split*/, int64_t m, int64_t n,
                         typename ProblemBase<T>::acc_t sum) const {
-    const Conv2dShape& s = this->s;
-    const Pixel p = pixel_of(m, s.h.in_size, s.w.in_size);
-    const int64_t ic = g * s.in_per_group() + n;
-    if (bias != nullptr) {
-      sum += static_cast<typename ProblemBase<T>::acc_t>(bias[ic * bias_stride]);
-    }
-    grad_input(p.n, ic, p.y, p.x) = static_cast<T>(sum);
+    grad_input.store(g, m, n, sum);
   }
 };
 
@@ -193,13 +224,7 @@ struct WeightGradProblem : ProblemBase<T> {
 
   __device__ T b(int64_t g, int64_t k, int64_t n) const {
     const Conv2dShape& s = this->s;
-    const Pixel p = pixel_of(k, s.h.out_size, s.w.out_size);
-    const ChannelTap t = n_order(n);
-    const int64_t ih = s.h.origin(p.y) + t.r * s.h.dilation;
-    const int64_t iw = s.w.origin(p.x) + t.c * s.w.dilation;
-    return inside(ih, s.h.in_size) && inside(iw, s.w.in_size)
-               ? input(p.n, g * s.in_per_group() + t.channel, ih, iw)
-               : T(0.0f);
+    return input_at_tap(input, s, g, pixel_of(k, s.h.out_size, s.w.out_size), n_order(n));
   }
 
   __device__ void store(int64_t g, int64_t split, int64_t m, int64_t n, acc_t sum) const {
@@ -443,15 +468,14 @@ constexpr int64_t kNarrowChannels = kTileN / 4;
 // the taps inside the input.
 template <typename T>
 __global__ void conv2d_direct_forward_kernel(Tensor4<const T> input, Tensor4<const T> weight,
-                                             const T* bias, int64_t bias_stride, Tensor4<T> output,
-                                             Conv2dShape s, bool nhwc) {
+                                             Bias<T> bias, Tensor4<T> output, Conv2dShape s, bool nhwc) {
   using acc_t = at::opmath_type<T>;
   CONVEXT_GRID_STRIDE_LOOP(i, output.size[0] * output.size[1] * output.size[2] * output.size[3]) {
     const Coords o = coords_of(i, output.size, nhwc);
     const int64_t first_in = o.c / s.out_per_group() * s.in_per_group();
     const Range rows = s.h.taps(o.h), cols = s.w.taps(o.w);
     const int64_t top = s.h.origin(o.h), left = s.w.origin(o.w);
-    acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[o.c * bias_stride]) : acc_t(0);
+    acc_t sum = bias(o.c);
     for (int64_t ic = 0; ic < s.in_per_group(); ++ic) {
       for (int64_t r = rows.begin; r < rows.end; ++r) {
         for (int64_t c = cols.begin; c < cols.end; ++c) {
@@ -470,15 +494,15 @@ __global__ void conv2d_direct_forward_kernel(Tensor4<const T> input, Tensor4<con
 // this is conv_transpose2d.
 template <typename T>
 __global__ void conv2d_direct_input_grad_kernel(Tensor4<const T> grad_output, Tensor4<const T> weight,
-                                                const T* bias, int64_t bias_stride, Tensor4<T> grad_input,
-                                                Conv2dShape s, bool nhwc) {
+                                                Bias<T> bias, Tensor4<T> grad_input, Conv2dShape s,
+                                                bool nhwc) {
   using acc_t = at::opmath_type<T>;
   CONVEXT_GRID_STRIDE_LOOP(i, grad_input.size[0] * grad_input.size[1] * grad_input.size[2] *
                                   grad_input.size[3]) {
     const Coords p = coords_of(i, grad_input.size, nhwc);
     const int64_t ic = p.c % s.in_per_group(), first_out = p.c / s.in_per_group() * s.out_per_group();
     const OutputSpan rows = outputs_covering(p.h, s.h), cols = outputs_covering(p.w, s.w);
-    acc_t sum = bias != nullptr ? static_cast<acc_t>(bias[p.c * bias_stride]) : acc_t(0);
+    acc_t sum = bias(p.c);
     for (int64_t oy = rows.first; oy <= rows.last; ++oy) {
       const int64_t dy = p.h - s.h.origin(oy);
       if (dy % s.h.dilation != 0) {
@@ -516,6 +540,17 @@ __device__ double block_sum(double value) {
   return total;
 }
 
+// The sum of term(i) over i in [0, count): each thread adds a strided share in
+// double, then block_sum. Every thread must call it.
+template <typename Term>
+__device__ double block_sum_over(int64_t count, const Term& term) {
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < count; i += kThreads) {
+    sum += term(i);
+  }
+  return block_sum(sum);
+}
+
 // A block per weight element (oc, ic, r, c), its threads striding over the
 // output pixels; sums in double, as the CPU's weight gradients fold theirs.
 template <typename T>
@@ -527,15 +562,14 @@ __global__ void conv2d_direct_weight_grad_kernel(Tensor4<const T> grad_output, T
     const int64_t oc = e / taps;
     const ChannelTap t = order(e % taps);
     const int64_t ic = oc / s.out_per_group() * s.in_per_group() + t.channel;
-    double sum = 0;
-    for (int64_t i = threadIdx.x; i < pixels; i += kThreads) {
+    const double total = block_sum_over(pixels, [&](int64_t i) {
       const Pixel p = pixel_of(i, s.h.out_size, s.w.out_size);
-      const int64_t ih = s.h.origin(p.y) + t.r * s.h.dilation, iw = s.w.origin(p.x) + t.c * s.w.dilation;
-      if (inside(ih, s.h.in_size) && inside(iw, s.w.in_size)) {
-        sum += static_cast<double>(grad_output(p.n, oc, p.y, p.x)) * static_cast<double>(input(p.n, ic, ih, iw));
-      }
-    }
-    const double total = block_sum(sum);
+      const TapRead at = tap_read(s, p.y, p.x, t.r, t.c);
+      // Taps on padding add nothing (a zero term leaves a double sum as it is).
+      return at.inside ? static_cast<double>(grad_output(p.n, oc, p.y, p.x)) *
+                             static_cast<double>(input(p.n, ic, at.h, at.w))
+                       : 0.0;
+    });
     if (threadIdx.x == 0) {
       grad_weight(oc, t.channel, t.r, t.c) = static_cast<T>(total);
     }
@@ -563,12 +597,10 @@ template <typename T>
 __global__ void conv2d_bias_grad_kernel(Tensor4<const T> grad_output, T* grad_bias) {
   const int64_t pixels = grad_output.size[0] * grad_output.size[2] * grad_output.size[3];
   for (int64_t c = blockIdx.x; c < grad_output.size[1]; c += gridDim.x) {
-    double sum = 0;
-    for (int64_t i = threadIdx.x; i < pixels; i += kThreads) {
+    const double total = block_sum_over(pixels, [&](int64_t i) {
       const Pixel p = pixel_of(i, grad_output.size[2], grad_output.size[3]);
-      sum += static_cast<double>(grad_output(p.n, c, p.y, p.x));
-    }
-    const double total = block_sum(sum);
+      return static_cast<double>(grad_output(p.n, c, p.y, p.x));
+    });
     if (threadIdx.x == 0) {
       grad_bias[c] = static_cast<T>(total);
     }
@@ -594,30 +626,20 @@ ProblemBase<T> problem_base(const Conv2dShape& s, int64_t m_size, int64_t n_size
   return {s, m_size, n_size, k_size, a_m_fastest, b_n_fastest, c_m_fastest};
 }
 
-template <typename T>
-const T* bias_data(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
-}
-
-int64_t bias_stride(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->stride(0) : 0;
-}
-
 // Each runs dense groups as a GEMM and narrow ones directly.
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::Tensor& output, bool nhwc) {
   if (s.out_per_group() < kNarrowChannels) {
     conv2d_direct_forward_kernel<T><<<blocks_for(output.numel()), kThreads, 0, stream()>>>(
-        view4<const T>(input), view4<const T>(weight), bias_data<T>(bias), bias_stride(bias),
-        view4<T>(output), s, nhwc);
+        view4<const T>(input), view4<const T>(weight), bias_view<T>(bias), view4<T>(output), s, nhwc);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
   ForwardProblem<T> p{problem_base<T>(s, s.batch * s.h.out_size * s.w.out_size, s.out_per_group(),
                                       s.in_per_group() * s.h.kernel * s.w.kernel, !nhwc, false, !nhwc),
-                      view4<const T>(input), view4<const T>(weight), view4<T>(output),
-                      bias_data<T>(bias), bias_stride(bias),
+                      view4<const T>(input), view4<const T>(weight),
+                      {view4<T>(output), bias_view<T>(bias), s.out_per_group()},
                       {s.in_per_group(), s.h.kernel, s.w.kernel, nhwc}};
   run_implicit_gemm(p, 1, p.k_size);
 }
@@ -629,15 +651,15 @@ void conv2d_input_grad(const Conv2dShape& s, const at::Tensor& grad_output, cons
                        const std::optional<at::Tensor>& bias, at::Tensor& grad_input, bool nhwc) {
   if (s.in_per_group() < kNarrowChannels) {
     conv2d_direct_input_grad_kernel<T><<<blocks_for(grad_input.numel()), kThreads, 0, stream()>>>(
-        view4<const T>(grad_output), view4<const T>(weight), bias_data<T>(bias), bias_stride(bias),
-        view4<T>(grad_input), s, nhwc);
+        view4<const T>(grad_output), view4<const T>(weight), bias_view<T>(bias), view4<T>(grad_input), s,
+        nhwc);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
   InputGradProblem<T> p{problem_base<T>(s, s.batch * s.h.in_size * s.w.in_size, s.in_per_group(),
                                         s.out_per_group() * s.h.kernel * s.w.kernel, !nhwc, nhwc, !nhwc),
-                        view4<const T>(grad_output), view4<const T>(weight), view4<T>(grad_input),
-                        bias_data<T>(bias), bias_stride(bias),
+                        view4<const T>(grad_output), view4<const T>(weight),
+                        {view4<T>(grad_input), bias_view<T>(bias), s.in_per_group()},
                         {s.out_per_group(), s.h.kernel, s.w.kernel, nhwc}};
   run_implicit_gemm(p, 1, p.k_size);
 }
