@@ -108,6 +108,24 @@ def test_many_channels_match_torch(dtype, cpu_isa):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("groups,out_channels,padding", [(1, 19, 0), (1, 19, 1), (5, 40, 2), (35, 35, 1)])
+def test_layout_changes_keep_every_element(groups, out_channels, padding, layout, dtype, cpu_isa):
+    """Tensors moved between NCHW and NHWC (whole register tiles transposed,
+    ragged edges element by element): 35 channels and 37 columns, no multiple
+    of any vector width; whole planes (no padding) and padded rows; dense
+    groups, narrow ones (NCHW planes, read from channels_last too) and
+    depthwise."""
+    x = with_layout(torch.randn(2, 35, 6, 37, dtype=dtype), layout).requires_grad_()
+    w = torch.randn(out_channels, 35 // groups, 3, 3, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, 1, padding, 1, groups),
+        lambda x, w: F.conv2d(x, w, None, 1, padding, 1, groups),
+        [x, w],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2

@@ -18,6 +18,7 @@
 #include "../view.h"
 #include "isa.h"
 #include "parallel.h"
+#include "transpose_copy.h"
 #include "widen.h"
 
 namespace convext::cpu {
@@ -47,24 +48,28 @@ void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayR
 // pad_top + i * step_h, rows outside are dropped (negative padding crops);
 // likewise for columns. `slack` zeros follow, for kernels that load a vector
 // past the last element.
-at::Tensor padded_buffer(const at::Tensor& src, bool nhwc, int64_t height, int64_t width,
-                         int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
-                         int64_t slack) {
+template <typename T>
+at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhwc, int64_t height,
+                         int64_t width, int64_t pad_top, int64_t pad_left, int64_t step_h,
+                         int64_t step_w, int64_t slack) {
   const int64_t batch = src.size(0), channels = src.size(1);
   const bool spread = step_h > 1 || step_w > 1;
   const at::MemoryFormat format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::Tensor source = nhwc ? src.permute({0, 2, 3, 1}) : src;
   // Already the buffer: in this layout, unpadded, nothing to spread out.
   if (!spread && slack == 0 && pad_top == 0 && pad_left == 0 && src.size(2) == height &&
       src.size(3) == width && src.is_contiguous(format)) {
-    return source.reshape({-1});
+    return (nhwc ? src.permute({0, 2, 3, 1}) : src).reshape({-1});
   }
   const int64_t size = batch * height * width * channels;
-  at::Tensor buffer = spread ? at::zeros({size + slack}, src.options())
+  // Zeroed at once where the copy leaves strided gaps or (NCHW) many short
+  // border runs; otherwise only the border below.
+  const bool zeroed = spread || !nhwc;
+  at::Tensor buffer = zeroed ? at::zeros({size + slack}, src.options())
                              : at::empty({size + slack}, src.options());
-  at::Tensor image = buffer.narrow(0, 0, size).view(
-      nhwc ? at::IntArrayRef{batch, height, width, channels} : at::IntArrayRef{batch, channels, height, width});
-  const int64_t row_dim = nhwc ? 1 : 2, col_dim = row_dim + 1;
+  // The buffer's images as (N, C, H, W), whatever their layout.
+  const at::Tensor flat = buffer.narrow(0, 0, size);
+  const at::Tensor image = nhwc ? flat.view({batch, height, width, channels}).permute({0, 3, 1, 2})
+                                : flat.view({batch, channels, height, width});
   const auto placed = [](int64_t count, int64_t pad, int64_t step, int64_t extent) {
     // Source indices [first, last) that land inside [0, extent).
     const int64_t first = pad < 0 ? ceil_div(-pad, step) : 0;
@@ -76,17 +81,16 @@ at::Tensor padded_buffer(const at::Tensor& src, bool nhwc, int64_t height, int64
   const int64_t top = pad_top + rows.begin * step_h, left = pad_left + cols.begin * step_w;
   const int64_t bottom = rows.end > rows.begin ? pad_top + (rows.end - 1) * step_h + 1 : top;
   const int64_t right = cols.end > cols.begin ? pad_left + (cols.end - 1) * step_w + 1 : left;
-  if (!spread) {  // zero only what the copy below leaves: the border and the slack
-    image.slice(row_dim, 0, top).zero_();
-    image.slice(row_dim, bottom, height).zero_();
-    image.slice(row_dim, top, bottom).slice(col_dim, 0, left).zero_();
-    image.slice(row_dim, top, bottom).slice(col_dim, right, width).zero_();
+  if (!zeroed) {  // zero only what the copy below leaves: the border and the slack
+    image.slice(2, 0, top).zero_();
+    image.slice(2, bottom, height).zero_();
+    image.slice(2, top, bottom).slice(3, 0, left).zero_();
+    image.slice(2, top, bottom).slice(3, right, width).zero_();
     buffer.narrow(0, size, slack).zero_();
   }
   if (bottom > top && right > left) {
-    image.slice(row_dim, top, bottom, step_h)
-        .slice(col_dim, left, right, step_w)
-        .copy_(source.slice(row_dim, rows.begin, rows.end).slice(col_dim, cols.begin, cols.end));
+    copy_into<T>(k, image.slice(2, top, bottom, step_h).slice(3, left, right, step_w),
+                 src.slice(2, rows.begin, rows.end).slice(3, cols.begin, cols.end));
   }
   return buffer;
 }
@@ -370,14 +374,14 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     bool transposed, at::MemoryFormat format) {
   const bool planar = format == at::MemoryFormat::Contiguous && use_planar(c, k.lanes);
-  const at::Tensor buffer = padded_buffer(src, !planar, c.in_h, c.in_w, pad_top, pad_left, step_h,
-                                          step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
+  const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
+                                             step_h, step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
       weight.options().memory_format(planar ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
   (planar ? convolve_planar<T> : convolve_nhwc<T>)(k, c, buffer.const_data_ptr<T>(), weight, bias,
                                                    transposed, result.mutable_data_ptr<T>());
-  return result.contiguous(format);
+  return in_layout<T>(k, result, format);
 }
 
 template <typename T>
@@ -386,10 +390,10 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
                                    const at::Tensor& grad_weight) {
   const int64_t in_g = s.in_per_group(), out_g = s.out_per_group();
   const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
-  const at::Tensor x = padded_buffer(input, false, in_h, in_w, s.h.pad, s.w.pad, 1, 1,
-                                     planar_slack(s.w.stride, k.lanes));
+  const at::Tensor x = padded_buffer<T>(k, input, false, in_h, in_w, s.h.pad, s.w.pad, 1, 1,
+                                        planar_slack(s.w.stride, k.lanes));
   // Slack: the masked last vector of a row.
-  const at::Tensor gy = padded_buffer(grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1, k.lanes);
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1, k.lanes);
   const T* xs = x.const_data_ptr<T>();
   const T* g_data = gy.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;
@@ -470,7 +474,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                                     at::MemoryFormat format) {
   const ConvNhwc c = ConvNhwc::forward(s);
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
-  const at::Tensor gy = padded_buffer(grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   const at::Tensor packed =
       pack_weight<T>(weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
@@ -490,7 +494,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                        std::min(pixels, first + kRun), channels};
     k.depthwise_input_grad(a);
   });
-  return grad_input.contiguous(format);
+  return in_layout<T>(k, grad_input, format);
 }
 
 // The input gradient of s, which is also conv_transpose2d (with a bias).
@@ -518,7 +522,8 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
 // whichever side of the group has more channels.
 template <typename T>
 void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_output,
-                                 const at::Tensor& input, const at::Tensor& grad_weight) {
+                                 const at::Tensor& input, const at::Tensor& grad_weight,
+                                 at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   if (use_planar(c, k.lanes)) {
@@ -532,8 +537,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const auto kernel = depthwise ? k.depthwise_weight_grad
                       : by_output ? k.weight_grad_tile_by_output : k.weight_grad_tile;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
-  const at::Tensor padded = padded_buffer(input, true, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
-  const at::Tensor grad = padded_buffer(grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
+  const at::Tensor padded = padded_buffer<T>(k, input, true, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
+  const at::Tensor grad = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
                                       depthwise ? k.lanes : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
@@ -646,11 +651,10 @@ at::Tensor conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::T
     return in_float32(input.scalar_type(), conv2d_backward_weight_cpu, grad_output, input, weight,
                       stride, padding, dilation, groups);
   }
-  at::Tensor grad_weight = empty_like_layout(weight.sizes(), weight,
-                                             conv2d_memory_format(input, weight),
-                                             weight.scalar_type());
+  const at::MemoryFormat format = conv2d_memory_format(input, weight);
+  at::Tensor grad_weight = empty_like_layout(weight.sizes(), weight, format, weight.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    conv2d_backward_weight_simd<scalar_t>(s, grad_output, input, grad_weight);
+    conv2d_backward_weight_simd<scalar_t>(s, grad_output, input, grad_weight, format);
   });
   return grad_weight;
 }

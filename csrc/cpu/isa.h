@@ -148,6 +148,10 @@ struct KernelsFor {
   // Depthwise weight gradient of every tap for `lanes` channels:
   // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);
+  // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: NCHW
+  // planes to NHWC pixels and back.
+  void (*transpose)(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
+                    int64_t cols);
   // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
   // FMAs; returns a value that depends on all of them.
   int fma_chains;

@@ -512,6 +512,66 @@ struct Kernels {
     planar_weight_grad_dispatch(a, std::make_integer_sequence<int, PB>{});
   }
 
+  // ---- layout changes --------------------------------------------------
+  // Stage K of an L x L transpose swaps bit K of the row index with bit K of
+  // the lane index: row i (bit K clear) and row i | 2^K trade half their lanes.
+  template <int K, bool Upper, std::size_t... I>
+  static vec swap_bit(vec low, vec high, std::index_sequence<I...>) {
+    constexpr std::size_t bit = std::size_t{1} << K;
+    if constexpr (Upper) {
+      return __builtin_shufflevector(low, high, ((I & bit) ? L + I : (I ^ bit))...);
+    } else {
+      return __builtin_shufflevector(low, high, ((I & bit) ? L + (I ^ bit) : I)...);
+    }
+  }
+
+  template <int K>
+  static void transpose_stage(vec (&rows)[L]) {
+    if constexpr ((1 << K) < L) {
+      constexpr int bit = 1 << K;
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) {
+        if ((i & bit) == 0) {
+          const vec low = rows[i], high = rows[i | bit];
+          rows[i] = swap_bit<K, false>(low, high, std::make_index_sequence<L>{});
+          rows[i | bit] = swap_bit<K, true>(low, high, std::make_index_sequence<L>{});
+        }
+      }
+      transpose_stage<K + 1>(rows);
+    }
+  }
+
+  // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: whole
+  // L x L tiles transposed in registers, the ragged edges element by element.
+  static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
+                        int64_t cols) {
+    const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
+    for (int64_t i0 = 0; i0 < full_rows; i0 += L) {
+      for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
+        vec tile[L];
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) {
+          tile[i] = V::load(src + (i0 + i) * src_row + j0);
+        }
+        transpose_stage<0>(tile);
+#pragma GCC unroll 16
+        for (int j = 0; j < L; ++j) {
+          V::store(dst + (j0 + j) * dst_row + i0, tile[j]);
+        }
+      }
+      for (int64_t i = i0; i < i0 + L; ++i) {
+        for (int64_t j = full_cols; j < cols; ++j) {
+          dst[j * dst_row + i] = src[i * src_row + j];
+        }
+      }
+    }
+    for (int64_t i = full_rows; i < rows; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        dst[j * dst_row + i] = src[i * src_row + j];
+      }
+    }
+  }
+
   // ---- pooling ---------------------------------------------------------
   // Lane-wide integers of T's width (int32 for float): a max's offset in its window.
   typedef decltype(vec{} < vec{}) lane_int;
@@ -744,7 +804,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, TO, TI * L, &conv_pixels, &weight_grad_tile<false>, &weight_grad_tile<true>,
             &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
-            &depthwise_weight_grad, kChains, &fma_loop,
+            &depthwise_weight_grad, &transpose, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
