@@ -157,16 +157,20 @@ def test_unbatched_input_gives_unbatched_output():
     (8, 3, 2, 1), (40, 3, 1, 2), (37, 3, 2, 1), (19, 5, 1, 1), (21, (2, 4), 2, 1),
     (5, 9, 2, 1),  # more taps than the per-pixel gather of the input gradient lists
 ])
-def test_depthwise_matches_torch(channels, kernel, stride, dilation, cpu_isa):
+@pytest.mark.parametrize("padding", [0, 1, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_depthwise_matches_torch(channels, kernel, stride, dilation, padding, layout, cpu_isa):
     """Several vectors of channels and a partial one, with stride and dilation,
-    for the 3x3 and 5x5 kernels, any other shape, and 81 taps."""
+    for the 3x3 and 5x5 kernels, any other shape, and 81 taps; no padding, and
+    padding wider than some windows' reach into the input (taps in it are
+    skipped, not read from a padded copy); channels_last read in place."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    x = torch.randn(2, channels, 12, 11, dtype=torch.float64, requires_grad=True)
+    x = with_layout(torch.randn(2, channels, 12, 11, dtype=torch.float64), layout).requires_grad_()
     w = torch.randn(channels, 1, kh, kw, dtype=torch.float64, requires_grad=True)
     b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
     assert_same_results(
-        lambda x, w, b: convext.conv2d(x, w, b, stride, 1, dilation, channels),
-        lambda x, w, b: F.conv2d(x, w, b, stride, 1, dilation, channels),
+        lambda x, w, b: convext.conv2d(x, w, b, stride, padding, dilation, channels),
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, channels),
         [x, w, b],
     )
 

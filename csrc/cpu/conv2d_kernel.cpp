@@ -537,9 +537,14 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const auto kernel = depthwise ? k.depthwise_weight_grad
                       : by_output ? k.weight_grad_tile_by_output : k.weight_grad_tile;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
-  const at::Tensor padded = padded_buffer<T>(k, input, true, c.in_h, c.in_w, s.h.pad, s.w.pad, 1, 1, tile_ic);
+  // Dense tiles read a padded input; depthwise ones skip the padding and read
+  // channels_last tensors in place, with no slack needed for whole vectors.
+  const int64_t buffer_h = depthwise ? s.h.in_size : c.in_h, buffer_w = depthwise ? s.w.in_size : c.in_w;
+  const int64_t depthwise_slack = in_c % k.lanes == 0 ? 0 : k.lanes;
+  const at::Tensor padded = padded_buffer<T>(k, input, true, buffer_h, buffer_w, depthwise ? 0 : s.h.pad,
+                                             depthwise ? 0 : s.w.pad, 1, 1, depthwise ? depthwise_slack : tile_ic);
   const at::Tensor grad = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
-                                      depthwise ? k.lanes : tile_oc);
+                                           depthwise ? depthwise_slack : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
   // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector], all
@@ -574,11 +579,12 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
         const int64_t in_first = tile.g * group_in + tile.first_ic;
         const int64_t out_first = depthwise ? in_first : tile.g * group_out + tile.first_oc;
         WeightGradArgs<T> a{
-            x + (tile.kh * s.h.dilation * c.in_w + tile.kw * s.w.dilation) * in_c + in_first,
-            c.in_h * c.in_w * in_c, c.in_w * in_c, in_c, s.h.stride, s.w.stride,
+            x + (tile.kh * s.h.dilation * buffer_w + tile.kw * s.w.dilation) * in_c + in_first,
+            buffer_h * buffer_w * in_c, buffer_w * in_c, in_c, s.h.stride, s.w.stride,
             gy + out_first, out_c, s.h.out_size, s.w.out_size,
             p0, std::min(pixels, p0 + chunk_pixels), sums.partial() + (t - begin) * tile_size,
-            s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation};
+            s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation,
+            s.h.in_size, s.w.in_size, s.h.pad, s.w.pad};
         kernel(a);
       }
       sums.added(chunk_pixels);

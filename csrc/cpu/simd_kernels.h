@@ -389,7 +389,33 @@ struct Kernels {
     }
   }
 
-  // All taps of a KH x KW kernel in registers: one pass over the pixels.
+  // Output indices [lo, hi) along one axis whose tap at `offset` (k * dilation)
+  // reads inside [0, in_size) of the unpadded input.
+  struct Span {
+    int64_t lo, hi;
+  };
+  static Span inside(int64_t out_size, int64_t stride, int64_t pad, int64_t offset, int64_t in_size) {
+    const int64_t first = pad - offset > 0 ? (pad - offset + stride - 1) / stride : 0;
+    const int64_t last = in_size - 1 + pad - offset;  // o * stride <= last
+    int64_t hi = last >= 0 ? last / stride + 1 : 0;
+    hi = hi < out_size ? hi : out_size;
+    return {first, hi > first ? hi : first};
+  }
+
+  // Calls f(image, row, first column, end column) for each row's share of the
+  // range of output pixels.
+  template <typename F>
+  static void for_each_row_segment(const WeightGradArgs<T>& a, F f) {
+    for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
+      const int64_t col = p % a.out_w;
+      const int64_t run = (a.pixel_end - p) < (a.out_w - col) ? (a.pixel_end - p) : (a.out_w - col);
+      f(p / a.out_w / a.out_h, p / a.out_w % a.out_h, col, col + run);
+      p += run;
+    }
+  }
+
+  // All taps of a KH x KW kernel in registers, one pass over the pixels: those
+  // whose taps all lie inside the input unchecked, the others tap by tap.
   template <int KH, int KW>
   static void depthwise_weight_grad_fixed(const WeightGradArgs<T>& a) {
     constexpr int taps = KH * KW;
@@ -400,11 +426,38 @@ struct Kernels {
       offset[t] = t / KW * a.dilation_h * a.input_row + t % KW * a.dilation_w * a.input_pixel;
       acc[t] = V::load(a.sums + t * L);
     }
-    for_each_pixel(a, [&](const T* g, const T* x) {
-      const vec gv = V::load(g);
+    const Span rows = inside(a.out_h, a.stride_h, a.pad_h, 0, a.in_h - (KH - 1) * a.dilation_h);
+    const Span cols = inside(a.out_w, a.stride_w, a.pad_w, 0, a.in_w - (KW - 1) * a.dilation_w);
+    for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
+      const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+      const T* x = a.input + image * a.input_image;
+      const int64_t ih0 = oh * a.stride_h - a.pad_h;
+      const auto checked = [&](int64_t ow) {
+        const vec gv = V::load(g + ow * a.grad_pixel);
+        const int64_t iw0 = ow * a.stride_w - a.pad_w;
+        for (int t = 0; t < taps; ++t) {
+          const int64_t ih = ih0 + t / KW * a.dilation_h, iw = iw0 + t % KW * a.dilation_w;
+          if (ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w) {
+            acc[t] += gv * V::load(x + ih * a.input_row + iw * a.input_pixel);
+          }
+        }
+      };
+      const bool row_inside = oh >= rows.lo && oh < rows.hi;
+      const int64_t lo = row_inside ? (cols.lo > begin ? (cols.lo < end ? cols.lo : end) : begin) : end;
+      const int64_t hi = row_inside ? (cols.hi < end ? (cols.hi > lo ? cols.hi : lo) : end) : end;
+      for (int64_t ow = begin; ow < lo; ++ow) {
+        checked(ow);
+      }
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const vec gv = V::load(g + ow * a.grad_pixel);
+        const T* window = x + ih0 * a.input_row + (ow * a.stride_w - a.pad_w) * a.input_pixel;
 #pragma GCC unroll 25
-      for (int t = 0; t < taps; ++t) {
-        acc[t] += gv * V::load(x + offset[t]);
+        for (int t = 0; t < taps; ++t) {
+          acc[t] += gv * V::load(window + offset[t]);
+        }
+      }
+      for (int64_t ow = hi; ow < end; ++ow) {
+        checked(ow);
       }
     });
 #pragma GCC unroll 25
@@ -420,12 +473,24 @@ struct Kernels {
     if (a.kernel_h == 5 && a.kernel_w == 5) {
       return depthwise_weight_grad_fixed<5, 5>(a);
     }
-    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {  // any other kernel: a pass per tap
+    // Any other kernel: a pass per tap over the outputs whose tap is inside.
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      const Span rows = inside(a.out_h, a.stride_h, a.pad_h, kh * a.dilation_h, a.in_h);
       for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
-        const int64_t offset = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
+        const Span cols = inside(a.out_w, a.stride_w, a.pad_w, kw * a.dilation_w, a.in_w);
         T* sums = a.sums + (kh * a.kernel_w + kw) * L;
         vec acc = V::load(sums);
-        for_each_pixel(a, [&](const T* g, const T* x) { acc += V::load(g) * V::load(x + offset); });
+        for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
+          if (oh < rows.lo || oh >= rows.hi) {
+            return;
+          }
+          const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+          const T* x = a.input + image * a.input_image + (oh * a.stride_h - a.pad_h + kh * a.dilation_h) * a.input_row;
+          for (int64_t ow = begin > cols.lo ? begin : cols.lo; ow < end && ow < cols.hi; ++ow) {
+            acc += V::load(g + ow * a.grad_pixel) *
+                   V::load(x + (ow * a.stride_w - a.pad_w + kw * a.dilation_w) * a.input_pixel);
+          }
+        });
         V::store(sums, acc);
       }
     }
