@@ -156,6 +156,7 @@ def test_unbatched_input_gives_unbatched_output():
 @pytest.mark.parametrize("channels,kernel,stride,dilation", [
     (8, 3, 2, 1), (40, 3, 1, 2), (37, 3, 2, 1), (19, 5, 1, 1), (21, (2, 4), 2, 1),
     (5, 9, 2, 1),  # more taps than the per-pixel gather of the input gradient lists
+    (150, 3, 2, 1),  # several channel vectors summed side by side, then single ones
 ])
 @pytest.mark.parametrize("padding", [0, 1, 4])
 @pytest.mark.parametrize("layout", LAYOUTS)

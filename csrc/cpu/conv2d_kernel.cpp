@@ -249,10 +249,10 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
   const Blocking blocking = Blocking::of(c, k.lanes, sizeof(T));
-  // Depthwise: one block is one vector of channels, across groups.
+  // Depthwise: one block of every channel, across groups, swept pixel by pixel.
   const int64_t depthwise_channels = ceil_div(c.groups, k.lanes) * k.lanes;
-  const int64_t blocks = c.depthwise() ? depthwise_channels / k.lanes : c.groups * blocking.per_group;
-  const int64_t block_width = c.depthwise() ? k.lanes : blocking.width;
+  const int64_t blocks = c.depthwise() ? 1 : c.groups * blocking.per_group;
+  const int64_t block_width = c.depthwise() ? depthwise_channels : blocking.width;
   const at::Tensor packed = pack_weight<T>(weight, c, blocking, depthwise_channels, transposed);
   at::Tensor packed_bias;
   if (bias) {  // zero-padded to whole blocks, per group
@@ -268,13 +268,10 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
     const int64_t block = item % blocks, run = item / blocks % runs, n = item / (blocks * runs);
     const int64_t pixel_begin = run * kRun, pixel_end = std::min(pixels, pixel_begin + kRun);
     if (c.depthwise()) {
-      const int64_t first = block * k.lanes;
-      DepthwiseArgs<T> a{input + n * image_in + first, c.in_w * in_c, in_c,
-                         c.in_h, c.in_w, c.pad_h, c.pad_w,
+      DepthwiseArgs<T> a{input + n * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
                          c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
-                         c.dilation_w, w + first, depthwise_channels, b ? b + first : nullptr,
-                         output + n * image_out + first, out_c, c.out_w, pixel_begin, pixel_end,
-                         std::min<int64_t>(k.lanes, c.groups - first)};
+                         c.dilation_w, w, depthwise_channels, b, output + n * image_out, out_c,
+                         c.out_w, pixel_begin, pixel_end, c.groups};
       k.depthwise_pixels(a);
       return;
     }

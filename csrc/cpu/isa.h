@@ -109,21 +109,21 @@ struct PoolArgs {
 };
 
 // A run of output pixels of a depthwise convolution (one input and one output
-// channel per group), for one vector of channels, from an NHWC input. Taps
-// outside the input (the padding) are skipped: no padded copy is needed.
+// channel per group), every channel, from an NHWC input. Taps outside the
+// input (the padding) are skipped: no padded copy is needed.
 template <typename T>
 struct DepthwiseArgs {
-  const T* input;         // the image, at the vector's first channel
+  const T* input;         // the image
   int64_t input_row, input_pixel;
   int64_t in_h, in_w, pad_h, pad_w;
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
-  const T* weight;        // packed [kernel_h][kernel_w][channel], at the vector's first channel
+  const T* weight;        // packed [kernel_h][kernel_w][channel], channels padded to whole vectors
   int64_t weight_tap;     // elements between taps of the packed weights
-  const T* bias;          // at the vector's first channel, or nullptr; no lane past channels is read
-  T* output;              // the image's first output pixel, at the vector's first channel
+  const T* bias;          // channels values, or nullptr
+  T* output;              // the image's first output pixel
   int64_t output_pixel;
   int64_t out_w, pixel_begin, pixel_end;
-  int64_t channels;       // valid channels of the vector, <= lanes: no lane past them is read
+  int64_t channels;       // no lane past them is read or written
 };
 
 constexpr int kMaxDepthwiseTaps = 64;

@@ -4,6 +4,7 @@
 // Vectors are GCC/Clang vector extensions: the compiler emits the target's
 // instructions (zmm on AVX-512, ymm on AVX2, xmm on baseline x86-64).
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "isa.h"
@@ -223,72 +224,123 @@ struct Kernels {
   }
 
   // ---- depthwise convolution -------------------------------------------
+  // The vector of channels [c, c + L), the last one partial: no lane past
+  // a.channels is read or written.
   template <bool Partial>
-  static vec load_channels(const DepthwiseArgs<T>& a, const T* p) {
-    return Partial ? load_first(p, a.channels) : V::load(p);
+  static vec load_channels(const DepthwiseArgs<T>& a, const T* p, int64_t c) {
+    return Partial ? load_first(p, a.channels - c) : V::load(p);
   }
 
   template <bool Partial>
-  static void store_channels(const DepthwiseArgs<T>& a, T* p, vec v) {
-    store_first<1>(p, &v, Partial ? a.channels : L);
+  static void store_channels(const DepthwiseArgs<T>& a, T* p, int64_t c, vec v) {
+    store_first<1>(p, &v, Partial ? a.channels - c : L);
   }
 
-  // RW pixels of output row oh from column ow, whose windows lie inside the input.
-  template <int RW, bool Partial>
-  static void depthwise_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+  // RW pixels of output row oh from column ow, whose windows lie inside the
+  // input, for CV channel vectors from c (a partial vector alone).
+  template <int RW, int CV, bool Partial>
+  static void depthwise_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
+    static_assert(!Partial || CV == 1);
     const int64_t first_pixel = oh * a.out_w + ow;
     const T* x[RW];
-    x[0] = a.input + (oh * a.stride_h - a.pad_h) * a.input_row + (ow * a.stride_w - a.pad_w) * a.input_pixel;
+    x[0] = a.input + c + (oh * a.stride_h - a.pad_h) * a.input_row + (ow * a.stride_w - a.pad_w) * a.input_pixel;
 #pragma GCC unroll 16
     for (int r = 1; r < RW; ++r) {
       x[r] = x[r - 1] + a.stride_w * a.input_pixel;
     }
-    vec acc[RW];
-    const vec bias = a.bias ? V::load(a.bias) : vec{};
+    vec acc[RW][CV];
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) {
+      const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
 #pragma GCC unroll 16
-    for (int r = 0; r < RW; ++r) {
-      acc[r] = bias;
+      for (int r = 0; r < RW; ++r) {
+        acc[r][v] = bias;
+      }
     }
-    const T* w = a.weight;
+    const T* w = a.weight + c;
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < a.kernel_w; ++kw, w += a.weight_tap) {
         const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
-        const vec wv = V::load(w);
+#pragma GCC unroll 8
+        for (int v = 0; v < CV; ++v) {
+          const vec wv = V::load(w + v * L);
 #pragma GCC unroll 16
-        for (int r = 0; r < RW; ++r) {
-          acc[r] += load_channels<Partial>(a, x[r] + tap) * wv;
+          for (int r = 0; r < RW; ++r) {
+            acc[r][v] += load_channels<Partial>(a, x[r] + tap + v * L, c) * wv;
+          }
         }
       }
     }
     for (int r = 0; r < RW; ++r) {
-      store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel, acc[r]);
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) {
+        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c, acc[r][v]);
+      }
     }
   }
 
-  // One pixel near the border: taps outside the input are skipped.
-  template <bool Partial>
-  static void depthwise_border_pixel(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+  // One pixel near the border, CV channel vectors from c: taps outside the
+  // input are skipped.
+  template <int CV, bool Partial>
+  static void depthwise_border_pixel(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
+    static_assert(!Partial || CV == 1);
     const int64_t p = oh * a.out_w + ow;
     const int64_t ih0 = oh * a.stride_h - a.pad_h, iw0 = ow * a.stride_w - a.pad_w;
-    vec acc = a.bias ? V::load(a.bias) : vec{};
+    vec acc[CV];
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) {
+      acc[v] = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
+    }
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       const int64_t ih = ih0 + kh * a.dilation_h;
       for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
         const int64_t iw = iw0 + kw * a.dilation_w;
         if (ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w) {
-          const vec wv = V::load(a.weight + (kh * a.kernel_w + kw) * a.weight_tap);
-          acc += load_channels<Partial>(a, a.input + ih * a.input_row + iw * a.input_pixel) * wv;
+          const T* w = a.weight + (kh * a.kernel_w + kw) * a.weight_tap + c;
+          const T* x = a.input + ih * a.input_row + iw * a.input_pixel + c;
+#pragma GCC unroll 8
+          for (int v = 0; v < CV; ++v) {
+            acc[v] += load_channels<Partial>(a, x + v * L, c) * V::load(w + v * L);
+          }
         }
       }
     }
-    store_channels<Partial>(a, a.output + p * a.output_pixel, acc);
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) {
+      store_channels<Partial>(a, a.output + p * a.output_pixel + c + v * L, c, acc[v]);
+    }
+  }
+
+  // Every channel vector of RW pixels (Border: of one border pixel) in turn,
+  // so that memory is swept pixel by pixel in order; CV vectors at a time
+  // where RW alone gives too few independent sums.
+  template <int RW, bool Border>
+  static void depthwise_channels(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+    constexpr int chains = Registers >= 32 ? 8 : 4;
+    constexpr int CV = RW >= chains ? 1 : chains / RW;
+    const auto block = [&](auto cv, auto partial, int64_t c) {
+      if constexpr (Border) {
+        depthwise_border_pixel<decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
+      } else {
+        depthwise_block<RW, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
+      }
+    };
+    int64_t c = 0;
+    for (; c + CV * L <= a.channels; c += CV * L) {
+      block(std::integral_constant<int, CV>{}, std::false_type{}, c);
+    }
+    for (; c + L <= a.channels; c += L) {
+      block(std::integral_constant<int, 1>{}, std::false_type{}, c);
+    }
+    if (c < a.channels) {
+      block(std::integral_constant<int, 1>{}, std::true_type{}, c);
+    }
   }
 
   // Row by row: pixels whose windows lie inside the input go in register blocks
-  // (the last block of a row may overlap the one before: it writes the same
-  // values again), the rest one by one with their taps checked.
-  template <bool Partial>
-  static void depthwise_run(const DepthwiseArgs<T>& a) {
+  // of RW, then 4 (the last block of a row may overlap the one before: it
+  // writes the same values again), the rest one by one with their taps checked.
+  static void depthwise_pixels(const DepthwiseArgs<T>& a) {
     constexpr int RW = Registers >= 32 ? 12 : 6;
     // Output columns [col_lo, col_hi) have every tap inside the input's width.
     const int64_t col_lo = (a.pad_w + a.stride_w - 1) / a.stride_w;
@@ -302,28 +354,23 @@ struct Kernels {
       const int64_t lo = row_inside ? (row_first + col_lo > p ? row_first + col_lo : p) : end;
       const int64_t hi = row_inside ? (row_first + col_hi < end ? row_first + col_hi : end) : end;
       for (; p < lo && p < end; ++p) {
-        depthwise_border_pixel<Partial>(a, oh, p - row_first);
+        depthwise_channels<1, true>(a, oh, p - row_first);
       }
       if (hi - p >= RW) {
         for (; p < hi; p += RW) {
-          depthwise_block<RW, Partial>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
+          depthwise_channels<RW, false>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
         }
         p = hi;
       }
+      for (; p + 4 <= hi; p += 4) {
+        depthwise_channels<4, false>(a, oh, p - row_first);
+      }
       for (; p < hi; ++p) {
-        depthwise_block<1, Partial>(a, oh, p - row_first);
+        depthwise_channels<1, false>(a, oh, p - row_first);
       }
       for (; p < end; ++p) {
-        depthwise_border_pixel<Partial>(a, oh, p - row_first);
+        depthwise_channels<1, true>(a, oh, p - row_first);
       }
-    }
-  }
-
-  static void depthwise_pixels(const DepthwiseArgs<T>& a) {
-    if (a.channels == L) {
-      depthwise_run<false>(a);
-    } else {
-      depthwise_run<true>(a);
     }
   }
 
