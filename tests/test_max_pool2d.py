@@ -48,6 +48,17 @@ def test_forward_indices_and_grad_match_torch(case, dtype, device):
                         lambda x: F.max_pool2d(x, **pool_args(case)), [x])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_many_channels_match_torch(layout, dtype, cpu_isa):
+    """150 channels: vectors of channels several at a time, one at a time and a
+    scalar tail; overlapping, padded and dilated windows; ties from rounding."""
+    x = (torch.randn(2, 150, 13, 11) * 2).round().to(dtype)
+    x = with_layout(x, layout).requires_grad_()
+    args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True, return_indices=True)
+    assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args), [x])
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device)

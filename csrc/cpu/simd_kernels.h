@@ -713,8 +713,11 @@ struct Kernels {
     return v;
   }
 
-  // A vector path walks L channels of one output, or, with fewer channels
-  // than lanes (NCHW is one), L neighbouring outputs of one channel.
+  // A vector path walks CV vectors of channels of one output (CV of them side
+  // by side keep several loads in flight), or, with fewer channels than lanes
+  // (NCHW is one), L neighbouring outputs of one channel (CV = 1).
+  static constexpr int kPoolVectors = 4;
+
   template <typename VectorFn, typename ScalarFn>
   static void for_each_output(const PoolArgs<T>& a, VectorFn vector_fn, ScalarFn scalar_fn) {
     const int64_t C = a.channels;
@@ -722,8 +725,11 @@ struct Kernels {
       if (C >= L) {
         for (int64_t ow = 0; ow < a.out_w; ++ow) {
           int64_t c = 0;
+          for (; c + kPoolVectors * L <= C; c += kPoolVectors * L) {
+            vector_fn(oh, ow, c, 1, std::integral_constant<int, kPoolVectors>{});
+          }
           for (; c + L <= C; c += L) {
-            vector_fn(oh, ow, c, 1);  // lanes: channels, one element apart
+            vector_fn(oh, ow, c, 1, std::integral_constant<int, 1>{});  // lanes: channels, one element apart
           }
           for (; c < C; ++c) {
             scalar_fn(oh, ow, c);
@@ -738,7 +744,7 @@ struct Kernels {
         for (int64_t ow = 0; ow < a.out_w;) {
           if (vectors && ow >= a.full_cols_begin && ow < a.full_cols_end) {
             const int64_t start = ow + L <= a.full_cols_end ? ow : a.full_cols_end - L;
-            vector_fn(oh, start, c, a.stride_w * C);
+            vector_fn(oh, start, c, a.stride_w * C, std::integral_constant<int, 1>{});
             ow = start + L;
           } else {
             scalar_fn(oh, ow++, c);
@@ -757,35 +763,46 @@ struct Kernels {
     for (int l = 0; l < L; ++l) {
       lane_columns[l] = l * a.stride_w;
     }
-    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
+      constexpr int CV = decltype(vectors)::value;
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];
       const int64_t first = rt.first * a.in_w + ct.first;
       const T* window = a.input + first * C + c;
-      vec best = V::broadcast(-__builtin_inf());
-      lane_int best_offset{};
+      vec best[CV];
+      lane_int best_offset[CV];
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) {
+        best[v] = V::broadcast(-__builtin_inf());
+        best_offset[v] = lane_int{};
+      }
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
           const int64_t offset = i * a.dilation_h * a.in_w + j * a.dilation_w;
-          const vec v = load_strided(window + offset * C, lane_step);
-          const lane_int take = (v > best) | (v != v);
-          best = take ? v : best;
-          best_offset = take ? (lane_int{} + static_cast<lane_elem>(offset)) : best_offset;
+#pragma GCC unroll 4
+          for (int v = 0; v < CV; ++v) {
+            const vec x = load_strided(window + offset * C + v * L, lane_step);
+            const lane_int take = (x > best[v]) | (x != x);
+            best[v] = take ? x : best[v];
+            best_offset[v] = take ? (lane_int{} + static_cast<lane_elem>(offset)) : best_offset[v];
+          }
         }
       }
-      index_vec position = __builtin_convertvector(best_offset, index_vec) + first;
-      if (C < L) {  // lanes are outputs (for_each_output): lane l's window starts l strides later
-        position += lane_columns;
-      }
       const int64_t out = (oh * a.out_w + ow) * C + c;
-      const int64_t out_step = lane_step == 1 ? 1 : C;
-      if (out_step == 1) {
-        V::store(a.output + out, best);
-        __builtin_memcpy(a.indices + out, &position, sizeof(position));
-      } else {
-        for (int l = 0; l < L; ++l) {
-          a.output[out + l * out_step] = best[l];
-          a.indices[out + l * out_step] = position[l];
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) {
+        index_vec position = __builtin_convertvector(best_offset[v], index_vec) + first;
+        if (C < L) {  // lanes are outputs (for_each_output): lane l's window starts l strides later
+          position += lane_columns;
+        }
+        if (lane_step == 1) {
+          V::store(a.output + out + v * L, best[v]);
+          __builtin_memcpy(a.indices + out + v * L, &position, sizeof(position));
+        } else {
+          for (int l = 0; l < L; ++l) {
+            a.output[out + l * C] = best[v][l];
+            a.indices[out + l * C] = position[l];
+          }
         }
       }
     };
@@ -812,8 +829,8 @@ struct Kernels {
     if (a.max_window_offset < (int64_t{1} << (8 * sizeof(T) - 2))) {
       for_each_output(a, vector_fn, scalar_fn);
     } else {
-      for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
-        for (int l = 0; l < L; ++l) {  // the same L outputs, one by one
+      for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
+        for (int l = 0; l < decltype(vectors)::value * L; ++l) {  // the same outputs, one by one
           lane_step == 1 ? scalar_fn(oh, ow, c + l) : scalar_fn(oh, ow + l, c);
         }
       }, scalar_fn);
@@ -845,23 +862,31 @@ struct Kernels {
 
   static void avg_pool(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
-    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step) {
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
+      constexpr int CV = decltype(vectors)::value;
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
       const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
-      vec sum{};
+      vec sum[CV] = {};
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
-          sum += load_strided(window + (i * a.in_w + j) * C, lane_step);
+#pragma GCC unroll 4
+          for (int v = 0; v < CV; ++v) {
+            sum[v] += load_strided(window + (i * a.in_w + j) * C + v * L, lane_step);
+          }
         }
       }
-      sum /= static_cast<T>(avg_divisor(a, oh, ow));
+      const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
       const int64_t out = (oh * a.out_w + ow) * C + c;
-      if (lane_step == 1) {
-        V::store(a.output + out, sum);
-      } else {
-        for (int l = 0; l < L; ++l) {
-          a.output[out + l * C] = sum[l];
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) {
+        sum[v] /= divisor;
+        if (lane_step == 1) {
+          V::store(a.output + out + v * L, sum[v]);
+        } else {
+          for (int l = 0; l < L; ++l) {
+            a.output[out + l * C] = sum[v][l];
+          }
         }
       }
     };
