@@ -73,6 +73,15 @@ struct WindowAxis {
                             : 0;
     return {begin, std::max(begin, end)};
   }
+
+  // Outputs whose window spans input position i (padding included): the
+  // outputs a backward gather visits.
+  CONVEXT_HOST_DEVICE Range outputs_covering(int64_t i) const {
+    const int64_t lowest = i + pad - dilation * (kernel - 1);  // the first start that still reaches i
+    const int64_t begin = lowest <= 0 ? 0 : ceil_div(lowest, stride);
+    const int64_t end = std::min(out_size, (i + pad) / stride + 1);
+    return {begin, std::max(begin, end)};
+  }
 };
 
 struct Conv2dShape {

@@ -160,7 +160,9 @@ struct KernelsFor {
   int fma_chains;
   T (*fma_loop)(int64_t iterations);
   void (*max_pool)(const PoolArgs<T>&);
-  void (*max_pool_backward)(const PoolArgs<T>&);  // zeroes grad_input, then scatters
+  // Zeroes grad_input, then scatters; false, grad_input untouched, when an
+  // index lies outside the input plane.
+  bool (*max_pool_backward)(const PoolArgs<T>&);
   void (*avg_pool)(const PoolArgs<T>&);
   void (*avg_pool_backward)(const PoolArgs<T>&);  // zeroes grad_input, then scatters
 };

@@ -3,7 +3,9 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <tuple>
 
 #include "../max_pool2d.h"
@@ -50,42 +52,42 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "convext.max_pool2d_backward";
-  max_pool2d_backward_check(grad_output, input, indices, kernel_size, stride, padding, dilation,
-                            ceil_mode, op);
+  const Pool2dShape s = max_pool2d_backward_check(grad_output, input, indices, kernel_size, stride,
+                                                  padding, dilation, ceil_mode, op);
   if (is_half_type(input)) {
     return in_float32(input.scalar_type(), max_pool2d_backward_cpu, grad_output, input, indices,
                       kernel_size, stride, padding, dilation, ceil_mode);
   }
-  // The CPU scatters each grad_output to its index: the window is not needed.
-  const int64_t plane = input.size(2) * input.size(3);
   const PoolImages layout = PoolImages::of(input);
   const at::Tensor grad = layout.dense(grad_output), index = layout.dense(indices);
-  // The one bounds check of the scatter below.
-  const int64_t* index_data = index.const_data_ptr<int64_t>();
-  parallel_over(index.numel(), 1, [&](int64_t i) {
-    TORCH_CHECK(index_data[i] >= 0 && index_data[i] < plane, "convext.max_pool2d_backward: index ",
-                index_data[i], " is outside the input plane of ", input.size(2), "x",
-                input.size(3));
-  });
   at::Tensor grad_input =
       empty_like_layout(input.sizes(), input, layout.format, input.scalar_type());
+  const int64_t plane = input.size(2) * input.size(3);
   const int64_t in_image = plane * layout.channels;
   const int64_t out_image = grad.size(2) * grad.size(3) * layout.channels;
+  const int64_t* index_data = index.const_data_ptr<int64_t>();
+  std::atomic<bool> all_inside{true};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    const auto& k = active_isa().get<scalar_t>();
-    parallel_over(layout.images, in_image + out_image, [&](int64_t image) {
-      PoolArgs<scalar_t> a{};
-      a.grad_output = grad.const_data_ptr<scalar_t>() + image * out_image;
-      a.grad_indices = index_data + image * out_image;
-      a.grad_input = grad_input.mutable_data_ptr<scalar_t>() + image * in_image;
-      a.in_h = input.size(2);
-      a.in_w = input.size(3);
-      a.out_h = grad.size(2);
-      a.out_w = grad.size(3);
-      a.channels = layout.channels;
-      k.max_pool_backward(a);
-    });
+    const auto kernel = active_isa().get<scalar_t>().max_pool_backward;
+    run_pool<scalar_t>([&](const PoolArgs<scalar_t>& a) {
+                         if (!kernel(a)) {
+                           all_inside = false;
+                         }
+                       },
+                       false, s, layout, max_pool_taps(s.h), max_pool_taps(s.w),
+                       [&](PoolArgs<scalar_t>& a, int64_t image) {
+                         a.grad_output = grad.const_data_ptr<scalar_t>() + image * out_image;
+                         a.grad_indices = index_data + image * out_image;
+                         a.grad_input = grad_input.mutable_data_ptr<scalar_t>() + image * in_image;
+                       });
   });
+  // The kernels checked every index before using any; name the first culprit.
+  if (!all_inside) {
+    const int64_t* bad = std::find_if(index_data, index_data + index.numel(),
+                                      [&](int64_t i) { return i < 0 || i >= plane; });
+    TORCH_CHECK(false, op, ": index ", *bad, " is outside the input plane of ", input.size(2), "x",
+                input.size(3));
+  }
   return grad_input;
 }
 

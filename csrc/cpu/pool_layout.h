@@ -79,10 +79,9 @@ PoolArgs<T> pool_geometry(const Pool2dShape& s, const PoolImages& layout,
 // Forward kernels (by_rows) split images into runs of output rows; backward
 // kernels scatter into a whole image each. bind(args, image) sets the image's
 // tensors.
-template <typename T, typename Bind>
-void run_pool(void (*kernel)(const PoolArgs<T>&), bool by_rows, const Pool2dShape& s,
-              const PoolImages& layout, const std::vector<PoolTaps>& rows,
-              const std::vector<PoolTaps>& cols, const Bind& bind) {
+template <typename T, typename Kernel, typename Bind>
+void run_pool(const Kernel& kernel, bool by_rows, const Pool2dShape& s, const PoolImages& layout,
+              const std::vector<PoolTaps>& rows, const std::vector<PoolTaps>& cols, const Bind& bind) {
   const PoolArgs<T> geometry = pool_geometry<T>(s, layout, rows, cols);
   const int64_t row_cost = s.w.out_size * s.h.kernel * s.w.kernel * layout.channels;
   constexpr int64_t kMinCost = int64_t{1} << 15;

@@ -4,6 +4,7 @@
 // Vectors are GCC/Clang vector extensions: the compiler emits the target's
 // instructions (zmm on AVX-512, ymm on AVX2, xmm on baseline x86-64).
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -843,10 +844,19 @@ struct Kernels {
     }
   }
 
-  // Scatter in output order, one thread per image: a fixed order of additions.
-  static void max_pool_backward(const PoolArgs<T>& a) {
-    const int64_t C = a.channels, outputs = a.out_h * a.out_w;
-    zero(a.grad_input, a.in_h * a.in_w * C);
+  // Scatter in output order, one thread per image: a fixed order of
+  // additions. Every index is checked before any is used. (A gather per input
+  // pixel, a vector of channels at a time, measured 3x slower on channels_last.)
+  static bool max_pool_backward(const PoolArgs<T>& a) {
+    const int64_t C = a.channels, outputs = a.out_h * a.out_w, plane = a.in_h * a.in_w;
+    bool inside = true;
+    for (int64_t i = 0; i < outputs * C; ++i) {
+      inside &= static_cast<uint64_t>(a.grad_indices[i]) < static_cast<uint64_t>(plane);
+    }
+    if (!inside) {
+      return false;
+    }
+    zero(a.grad_input, plane * C);
     for (int64_t o = 0; o < outputs; ++o) {
       const T* g = a.grad_output + o * C;
       const int64_t* idx = a.grad_indices + o * C;
@@ -854,6 +864,7 @@ struct Kernels {
         a.grad_input[idx[c] * C + c] += g[c];
       }
     }
+    return true;
   }
 
   static int64_t avg_divisor(const PoolArgs<T>& a, int64_t oh, int64_t ow) {

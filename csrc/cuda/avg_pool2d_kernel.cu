@@ -41,14 +41,14 @@ __global__ void avg_pool2d_backward_kernel(Tensor4<const T> grad_output, Tensor4
   CONVEXT_GRID_STRIDE_LOOP(i, grad_input.size[0] * grad_input.size[1] * grad_input.size[2] *
                                   grad_input.size[3]) {
     const Coords p = coords_of(i, grad_input.size, nhwc);
-    const OutputSpan oh = outputs_covering(p.h, rows), ow = outputs_covering(p.w, cols);
+    const Range oh = rows.outputs_covering(p.h), ow = cols.outputs_covering(p.w);
     acc_t sum = 0;
-    for (int64_t y = oh.first; y <= oh.last; ++y) {
+    for (int64_t y = oh.begin; y < oh.end; ++y) {
       const AvgAxis h = avg_axis(rows, y, count_include_pad);
       if (p.h < h.range.begin || p.h >= h.range.end) {
         continue;
       }
-      for (int64_t x = ow.first; x <= ow.last; ++x) {
+      for (int64_t x = ow.begin; x < ow.end; ++x) {
         const AvgAxis w = avg_axis(cols, x, count_include_pad);
         if (p.w >= w.range.begin && p.w < w.range.end) {
           // Each output's share, grad / divisor, as torch computes it.

@@ -83,18 +83,4 @@ inline bool channels_last(const at::Tensor& t) {
   return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
-// Outputs with output positions [first, last] whose window (extent, stride,
-// pad) covers input position i: the outputs a backward gather visits.
-struct OutputSpan {
-  int64_t first, last;
-};
-
-__device__ inline OutputSpan outputs_covering(int64_t i, const WindowAxis& a) {
-  const int64_t extent = a.dilation * (a.kernel - 1) + 1;
-  const int64_t lowest = i + a.pad - extent + 1;  // the first start that still reaches i
-  const int64_t first = lowest <= 0 ? 0 : ceil_div(lowest, a.stride);
-  const int64_t last = std::min(a.out_size - 1, (i + a.pad) / a.stride);
-  return {first, last};
-}
-
 }  // namespace convext::cuda

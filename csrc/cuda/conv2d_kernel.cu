@@ -501,14 +501,14 @@ __global__ void conv2d_direct_input_grad_kernel(Tensor4<const T> grad_output, Te
                                   grad_input.size[3]) {
     const Coords p = coords_of(i, grad_input.size, nhwc);
     const int64_t ic = p.c % s.in_per_group(), first_out = p.c / s.in_per_group() * s.out_per_group();
-    const OutputSpan rows = outputs_covering(p.h, s.h), cols = outputs_covering(p.w, s.w);
+    const Range rows = s.h.outputs_covering(p.h), cols = s.w.outputs_covering(p.w);
     acc_t sum = bias(p.c);
-    for (int64_t oy = rows.first; oy <= rows.last; ++oy) {
+    for (int64_t oy = rows.begin; oy < rows.end; ++oy) {
       const int64_t dy = p.h - s.h.origin(oy);
       if (dy % s.h.dilation != 0) {
         continue;
       }
-      for (int64_t ox = cols.first; ox <= cols.last; ++ox) {
+      for (int64_t ox = cols.begin; ox < cols.end; ++ox) {
         const int64_t dx = p.w - s.w.origin(ox);
         if (dx % s.w.dilation != 0) {
           continue;

@@ -61,10 +61,10 @@ __global__ void max_pool2d_backward_kernel(Tensor4<const T> grad_output, Tensor4
                                   grad_input.size[3]) {
     const Coords p = coords_of(i, grad_input.size, nhwc);
     const int64_t position = p.h * grad_input.size[3] + p.w;
-    const OutputSpan oh = outputs_covering(p.h, rows), ow = outputs_covering(p.w, cols);
+    const Range oh = rows.outputs_covering(p.h), ow = cols.outputs_covering(p.w);
     acc_t sum = 0;
-    for (int64_t h = oh.first; h <= oh.last; ++h) {
-      for (int64_t w = ow.first; w <= ow.last; ++w) {
+    for (int64_t h = oh.begin; h < oh.end; ++h) {
+      for (int64_t w = ow.begin; w < ow.end; ++w) {
         if (indices(p.n, p.c, h, w) == position) {
           sum += static_cast<acc_t>(grad_output(p.n, p.c, h, w));
         }
