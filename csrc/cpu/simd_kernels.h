@@ -547,15 +547,16 @@ struct Kernels {
   // ---- planar convolution (few channels per group) ----------------------
   static constexpr int PB = Registers >= 32 ? 8 : 4;  // output channels per call
 
-  // PB output rows, two vectors of columns at a time; the last block may be
+  // OC output rows, two vectors of columns at a time; the last block may be
   // partial: its lanes past the row are computed from neighbouring data and
   // never stored.
-  static void planar_rows(const PlanarArgs<T>& a) {
+  template <int OC>
+  static void planar_rows_for(const PlanarArgs<T>& a) {
     const int64_t taps = a.kernel_h * a.kernel_w, per_oc = a.in_channels * taps;
     for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
-      vec acc[PB][2];
+      vec acc[OC][2];
 #pragma GCC unroll 8
-      for (int j = 0; j < PB; ++j) {
+      for (int j = 0; j < OC; ++j) {
         acc[j][0] = acc[j][1] = V::broadcast(a.bias ? a.bias[j] : T(0));
       }
       const T* column = a.input + ow * a.stride_w;
@@ -567,7 +568,7 @@ struct Kernels {
             const T* x = row + kw * a.dilation_w;
             const vec x0 = load_strided(x, a.stride_w), x1 = load_strided(x + L * a.stride_w, a.stride_w);
 #pragma GCC unroll 8
-            for (int j = 0; j < PB; ++j) {
+            for (int j = 0; j < OC; ++j) {
               const vec wv = V::broadcast(w[j * per_oc + kw]);
               acc[j][0] += wv * x0;
               acc[j][1] += wv * x1;
@@ -576,10 +577,21 @@ struct Kernels {
         }
       }
       const int64_t count = a.out_w - ow < 2 * L ? a.out_w - ow : 2 * L;
-      for (int64_t j = 0; j < a.out_channels; ++j) {
+#pragma GCC unroll 8
+      for (int j = 0; j < OC; ++j) {
         store_first<2>(a.output + j * a.output_plane + ow, acc[j], count);
       }
     }
+  }
+
+  template <int... OC>
+  static void planar_rows_dispatch(const PlanarArgs<T>& a, std::integer_sequence<int, OC...>) {
+    ((a.out_channels == OC + 1 ? planar_rows_for<OC + 1>(a) : void()), ...);
+  }
+
+  // As many accumulator rows as the call has output channels.
+  static void planar_rows(const PlanarArgs<T>& a) {
+    planar_rows_dispatch(a, std::make_integer_sequence<int, PB>{});
   }
 
   // Row dot products, added to sums. A row's last vector is masked: lanes
