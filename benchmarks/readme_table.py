@@ -1,6 +1,6 @@
 """Prints the README's benchmark table from a results folder of python -m convext.bench JSON files.
 
-    python benchmarks/readme_table.py benchmarks/results/cpu-2026-11-21
+    python benchmarks/readme_table.py benchmarks/results/cpu-2026-11-22
 """
 
 import json

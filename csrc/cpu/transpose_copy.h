@@ -1,7 +1,7 @@
 #pragma once
 // Copies between NCHW and NHWC storage by SIMD transposes (isa.h): torch's
-// copy_ of a permuted tensor runs element by element, and on a dense layer's
-// NCHW input and output it cost as much as a third of the convolution.
+// copy_ between the layouts took 1.6-1.8 ms for an 8x144x56x56 tensor here,
+// longer than the depthwise convolution on it.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
