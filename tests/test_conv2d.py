@@ -126,6 +126,28 @@ def test_layout_changes_keep_every_element(groups, out_channels, padding, layout
     )
 
 
+@pytest.mark.parametrize("in_channels,kernel,stride,padding,dilation", [
+    (3, 7, 2, 3, 1),  # ResNet's stem
+    (3, (2, 5), 1, 1, (2, 1)),
+    (1, 3, 3, 0, 1),
+    (7, 4, 1, 2, 1),
+    (3, 3, 1, 1, (1, 2)),  # column dilation: tap by tap, as before
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_few_input_channels_match_torch(in_channels, kernel, stride, padding, dilation, layout, cpu_isa):
+    """Fewer input channels than a weight-gradient tile broadcasts, many
+    output channels: the tiles run over a row of the window, taps and
+    channels together."""
+    x = with_layout(torch.randn(2, in_channels, 15, 17, dtype=torch.float64), layout).requires_grad_()
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = torch.randn(40, in_channels, kh, kw, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, stride, padding, dilation),
+        lambda x, w: F.conv2d(x, w, None, stride, padding, dilation),
+        [x, w],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2

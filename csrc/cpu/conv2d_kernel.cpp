@@ -533,6 +533,11 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t tile_ic = depthwise ? k.lanes : by_output ? k.tile_broadcast : k.tile_vector;
   const auto kernel = depthwise ? k.depthwise_weight_grad
                       : by_output ? k.weight_grad_tile_by_output : k.weight_grad_tile;
+  // Fewer input channels than a tile broadcasts (the stem's 3): the tiles run
+  // over a row of the window instead, taps and channels together. At dilation
+  // 1 the (kw, ic) values under a row of taps lie side by side in an NHWC
+  // input, so no broadcast is spent on channels the layer lacks.
+  const bool row_tiles = by_output && s.groups == 1 && s.w.dilation == 1 && s.in_per_group() < tile_ic;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
   // Dense tiles read a padded input; depthwise ones skip the padding and read
   // channels_last tensors in place, with no slack needed for whole vectors.
@@ -545,13 +550,15 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
   // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector], all
-  // taps in one tile (one group of all channels, sums [tap][lane]).
+  // taps in one tile (one group of all channels, sums [tap][lane]); row tiles:
+  // [kernel row][oc tile][tile of the row's (kw, ic) values].
   const int64_t groups = depthwise ? 1 : s.groups;
-  const int64_t group_in = depthwise ? s.groups : s.in_per_group();
+  const int64_t group_in = depthwise ? s.groups : row_tiles ? s.w.kernel * in_c : s.in_per_group();
   const int64_t group_out = depthwise ? 1 : s.out_per_group();
   const int64_t oc_tiles = ceil_div(group_out, tile_oc), ic_tiles = ceil_div(group_in, tile_ic);
   const int64_t kernel_taps = s.h.kernel * s.w.kernel;
-  const int64_t taps = depthwise ? 1 : kernel_taps;  // tap tiles
+  const int64_t tile_kw = row_tiles ? 1 : s.w.kernel;  // kernel columns a tap tile tells apart
+  const int64_t taps = depthwise ? 1 : s.h.kernel * tile_kw;  // tap tiles
   const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
   const int64_t tile_size = depthwise ? kernel_taps * tile_ic : tile_oc * tile_ic;
@@ -565,8 +572,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
     const auto tile_of = [&](int64_t t) {
       struct {
         int64_t g, kh, kw, first_oc, first_ic;
-      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps / s.w.kernel,
-             t / (ic_tiles * oc_tiles) % taps % s.w.kernel, t / ic_tiles % oc_tiles * tile_oc,
+      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps / tile_kw,
+             t / (ic_tiles * oc_tiles) % taps % tile_kw, t / ic_tiles % oc_tiles * tile_oc,
              t % ic_tiles * tile_ic};
       return tile;
     };
@@ -604,7 +611,9 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
         for (int64_t i = 0; i < ic_count; ++i) {
           // sums is [broadcast side][vector side].
           const T value = static_cast<T>(by_output ? sum[i * tile_oc + j] : sum[j * tile_ic + i]);
-          gw(tile.g * group_out + tile.first_oc + j, tile.first_ic + i, tile.kh, tile.kw) = value;
+          const int64_t row_value = tile.first_ic + i;  // row tiles: kw * in_c + ic
+          gw(tile.g * group_out + tile.first_oc + j, row_tiles ? row_value % in_c : row_value, tile.kh,
+             row_tiles ? row_value / in_c : tile.kw) = value;
         }
       }
     }
