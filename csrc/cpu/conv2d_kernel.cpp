@@ -549,13 +549,18 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                                            depthwise ? depthwise_slack : tile_oc);
   const T* x = padded.const_data_ptr<T>();
   const T* gy = grad.const_data_ptr<T>();
-  // Tiles: [group][tap][oc tile][ic tile]; depthwise: [channel vector], all
-  // taps in one tile (one group of all channels, sums [tap][lane]); row tiles:
-  // [kernel row][oc tile][tile of the row's (kw, ic) values].
+  // Tiles: [group][tap][vector-side tile][broadcast-side tile]; depthwise:
+  // [channel vector], all taps in one tile (one group of all channels, sums
+  // [tap][lane]); row tiles: a tap is a kernel row, and the input side's
+  // tiles run over the row's (kw, ic) values.
   const int64_t groups = depthwise ? 1 : s.groups;
   const int64_t group_in = depthwise ? s.groups : row_tiles ? s.w.kernel * in_c : s.in_per_group();
   const int64_t group_out = depthwise ? 1 : s.out_per_group();
   const int64_t oc_tiles = ceil_div(group_out, tile_oc), ic_tiles = ceil_div(group_in, tile_ic);
+  // Broadcast-side tiles fastest: a thread's consecutive tiles share their
+  // vector side's slice of the chunk (the wider one, in L1) and stream the
+  // narrower broadcast side.
+  const int64_t broadcast_tiles = by_output ? ic_tiles : oc_tiles;
   const int64_t kernel_taps = s.h.kernel * s.w.kernel;
   const int64_t tile_kw = row_tiles ? 1 : s.w.kernel;  // kernel columns a tap tile tells apart
   const int64_t taps = depthwise ? 1 : s.h.kernel * tile_kw;  // tap tiles
@@ -570,11 +575,14 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     FoldedSums<T> sums((end - begin) * tile_size);
     const auto tile_of = [&](int64_t t) {
+      const int64_t tap = t / (ic_tiles * oc_tiles) % taps;
+      const int64_t vector_tile = t % (ic_tiles * oc_tiles) / broadcast_tiles;
+      const int64_t broadcast_tile = t % broadcast_tiles;
       struct {
         int64_t g, kh, kw, first_oc, first_ic;
-      } tile{t / (ic_tiles * oc_tiles * taps), t / (ic_tiles * oc_tiles) % taps / tile_kw,
-             t / (ic_tiles * oc_tiles) % taps % tile_kw, t / ic_tiles % oc_tiles * tile_oc,
-             t % ic_tiles * tile_ic};
+      } tile{t / (ic_tiles * oc_tiles * taps), tap / tile_kw, tap % tile_kw,
+             (by_output ? vector_tile : broadcast_tile) * tile_oc,
+             (by_output ? broadcast_tile : vector_tile) * tile_ic};
       return tile;
     };
     for (int64_t p0 = 0; p0 < pixels; p0 += chunk_pixels) {

@@ -30,7 +30,9 @@ struct Vec {
     return v;
   }
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
-  static type broadcast(T x) { return type{} + x; }
+  // x - 0 is x for every x (-0 included), so it folds away and x is loaded
+  // straight into every lane; 0 + x is not (0 + -0 is +0): an add per call.
+  static type broadcast(T x) { return x - type{}; }
 };
 
 template <int Lanes>
@@ -462,6 +464,10 @@ struct Kernels {
     }
   }
 
+  // The padding is not read but still multiplied: a tap in it adds
+  // grad_output * 0, which is NaN where grad_output is infinite or NaN, as the
+  // product with a zero-padded input is.
+
   // All taps of a KH x KW kernel in registers, one pass over the pixels: those
   // whose taps all lie inside the input unchecked, the others tap by tap.
   template <int KH, int KW>
@@ -485,9 +491,8 @@ struct Kernels {
         const int64_t iw0 = ow * a.stride_w - a.pad_w;
         for (int t = 0; t < taps; ++t) {
           const int64_t ih = ih0 + t / KW * a.dilation_h, iw = iw0 + t % KW * a.dilation_w;
-          if (ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w) {
-            acc[t] += gv * V::load(x + ih * a.input_row + iw * a.input_pixel);
-          }
+          const bool in_input = ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w;
+          acc[t] += gv * (in_input ? V::load(x + ih * a.input_row + iw * a.input_pixel) : vec{});
         }
       };
       const bool row_inside = oh >= rows.lo && oh < rows.hi;
@@ -529,14 +534,23 @@ struct Kernels {
         T* sums = a.sums + (kh * a.kernel_w + kw) * L;
         vec acc = V::load(sums);
         for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
-          if (oh < rows.lo || oh >= rows.hi) {
-            return;
-          }
           const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
-          const T* x = a.input + image * a.input_image + (oh * a.stride_h - a.pad_h + kh * a.dilation_h) * a.input_row;
-          for (int64_t ow = begin > cols.lo ? begin : cols.lo; ow < end && ow < cols.hi; ++ow) {
-            acc += V::load(g + ow * a.grad_pixel) *
-                   V::load(x + (ow * a.stride_w - a.pad_w + kw * a.dilation_w) * a.input_pixel);
+          const bool row_inside = oh >= rows.lo && oh < rows.hi;
+          const int64_t lo = row_inside ? (cols.lo > begin ? (cols.lo < end ? cols.lo : end) : begin) : end;
+          const int64_t hi = row_inside ? (cols.hi < end ? (cols.hi > lo ? cols.hi : lo) : end) : end;
+          for (int64_t ow = begin; ow < lo; ++ow) {
+            acc += V::load(g + ow * a.grad_pixel) * vec{};
+          }
+          if (lo < hi) {
+            const T* x = a.input + image * a.input_image +
+                         (oh * a.stride_h - a.pad_h + kh * a.dilation_h) * a.input_row;
+            for (int64_t ow = lo; ow < hi; ++ow) {
+              acc += V::load(g + ow * a.grad_pixel) *
+                     V::load(x + (ow * a.stride_w - a.pad_w + kw * a.dilation_w) * a.input_pixel);
+            }
+          }
+          for (int64_t ow = hi; ow < end; ++ow) {
+            acc += V::load(g + ow * a.grad_pixel) * vec{};
           }
         });
         V::store(sums, acc);
