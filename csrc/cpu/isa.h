@@ -43,8 +43,8 @@ struct WeightGradArgs {
   int64_t pixel_begin, pixel_end;  // flat (image, row, col) output pixels to sum over
   T* sums;
   // Depthwise only: every tap in one pass, sums is [tap][lane]; input is the
-  // unpadded image 0 at pixel (0, 0), of in_h x in_w, and taps that fall in
-  // the padding are skipped.
+  // unpadded image 0 at pixel (0, 0), of in_h x in_w: taps that fall in the
+  // padding are not read, their grad_output times zero is added.
   int64_t kernel_h, kernel_w, dilation_h, dilation_w;
   int64_t in_h, in_w, pad_h, pad_w;
 };
