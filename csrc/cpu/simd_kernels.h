@@ -227,6 +227,30 @@ struct Kernels {
   }
 
   // ---- depthwise convolution -------------------------------------------
+  // Output indices [lo, hi) along one axis whose tap at `offset` (k * dilation)
+  // reads inside [0, in_size) of the unpadded input.
+  struct Span {
+    int64_t lo, hi;
+  };
+  static Span inside(int64_t out_size, int64_t stride, int64_t pad, int64_t offset, int64_t in_size) {
+    const int64_t first = pad - offset > 0 ? (pad - offset + stride - 1) / stride : 0;
+    const int64_t last = in_size - 1 + pad - offset;  // o * stride <= last
+    int64_t hi = last >= 0 ? last / stride + 1 : 0;
+    hi = hi < out_size ? hi : out_size;
+    return {first, hi > first ? hi : first};
+  }
+
+  // The columns of [begin, end) in output row oh that lie in both spans: the
+  // row's outputs that `rows` and `cols` say read inside the input ({end, end}
+  // when row oh does not).
+  static Span inside_part(Span rows, Span cols, int64_t oh, int64_t begin, int64_t end) {
+    if (oh < rows.lo || oh >= rows.hi) {
+      return {end, end};
+    }
+    const int64_t lo = cols.lo < begin ? begin : cols.lo < end ? cols.lo : end;
+    return {lo, cols.hi > end ? end : cols.hi > lo ? cols.hi : lo};
+  }
+
   // The vector of channels [c, c + L), the last one partial: no lane past
   // a.channels is read or written.
   template <bool Partial>
@@ -345,18 +369,16 @@ struct Kernels {
   // writes the same values again), the rest one by one with their taps checked.
   static void depthwise_pixels(const DepthwiseArgs<T>& a) {
     constexpr int RW = Registers >= 32 ? 12 : 6;
-    // Output columns [col_lo, col_hi) have every tap inside the input's width.
-    const int64_t col_lo = (a.pad_w + a.stride_w - 1) / a.stride_w;
-    const int64_t last_start = a.in_w - 1 + a.pad_w - (a.kernel_w - 1) * a.dilation_w;
-    const int64_t col_hi = last_start >= 0 ? last_start / a.stride_w + 1 : 0;
+    // Outputs whose every tap lies inside the input.
+    const int64_t out_rows = (a.pixel_end + a.out_w - 1) / a.out_w;
+    const Span rows = inside(out_rows, a.stride_h, a.pad_h, 0, a.in_h - (a.kernel_h - 1) * a.dilation_h);
+    const Span cols = inside(a.out_w, a.stride_w, a.pad_w, 0, a.in_w - (a.kernel_w - 1) * a.dilation_w);
     for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
       const int64_t oh = p / a.out_w, row_first = oh * a.out_w;
       const int64_t end = row_first + a.out_w < a.pixel_end ? row_first + a.out_w : a.pixel_end;
-      const int64_t ih = oh * a.stride_h - a.pad_h;
-      const bool row_inside = ih >= 0 && ih + (a.kernel_h - 1) * a.dilation_h < a.in_h;
-      const int64_t lo = row_inside ? (row_first + col_lo > p ? row_first + col_lo : p) : end;
-      const int64_t hi = row_inside ? (row_first + col_hi < end ? row_first + col_hi : end) : end;
-      for (; p < lo && p < end; ++p) {
+      const Span part = inside_part(rows, cols, oh, p - row_first, end - row_first);
+      const int64_t lo = row_first + part.lo, hi = row_first + part.hi;
+      for (; p < lo; ++p) {
         depthwise_channels<1, true>(a, oh, p - row_first);
       }
       if (hi - p >= RW) {
@@ -421,37 +443,6 @@ struct Kernels {
     }
   }
 
-  // Calls f(grad_output pixel, input pixel at tap (0, 0)) for each output pixel
-  // of the range, walking it row by row.
-  template <typename F>
-  static void for_each_pixel(const WeightGradArgs<T>& a, F f) {
-    const int64_t pixel_step = a.stride_w * a.input_pixel;
-    for (int64_t p = a.pixel_begin; p < a.pixel_end;) {
-      const int64_t col = p % a.out_w;
-      const int64_t image = p / a.out_w / a.out_h, row = p / a.out_w % a.out_h;
-      const int64_t run = (a.pixel_end - p) < (a.out_w - col) ? (a.pixel_end - p) : (a.out_w - col);
-      const T* g = a.grad_output + p * a.grad_pixel;
-      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + col * pixel_step;
-      for (int64_t k = 0; k < run; ++k, g += a.grad_pixel, x += pixel_step) {
-        f(g, x);
-      }
-      p += run;
-    }
-  }
-
-  // Output indices [lo, hi) along one axis whose tap at `offset` (k * dilation)
-  // reads inside [0, in_size) of the unpadded input.
-  struct Span {
-    int64_t lo, hi;
-  };
-  static Span inside(int64_t out_size, int64_t stride, int64_t pad, int64_t offset, int64_t in_size) {
-    const int64_t first = pad - offset > 0 ? (pad - offset + stride - 1) / stride : 0;
-    const int64_t last = in_size - 1 + pad - offset;  // o * stride <= last
-    int64_t hi = last >= 0 ? last / stride + 1 : 0;
-    hi = hi < out_size ? hi : out_size;
-    return {first, hi > first ? hi : first};
-  }
-
   // Calls f(image, row, first column, end column) for each row's share of the
   // range of output pixels.
   template <typename F>
@@ -464,10 +455,24 @@ struct Kernels {
     }
   }
 
-  // The padding is not read but still multiplied: a tap in it adds
-  // grad_output * 0, which is NaN where grad_output is infinite or NaN, as the
-  // product with a zero-padded input is.
+  // Calls f(grad_output pixel, input pixel at tap (0, 0)) for each output pixel
+  // of the range, walking it row by row.
+  template <typename F>
+  static void for_each_pixel(const WeightGradArgs<T>& a, F f) {
+    const int64_t pixel_step = a.stride_w * a.input_pixel;
+    for_each_row_segment(a, [&](int64_t image, int64_t row, int64_t begin, int64_t end) {
+      const T* g = a.grad_output + ((image * a.out_h + row) * a.out_w + begin) * a.grad_pixel;
+      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + begin * pixel_step;
+      for (int64_t k = begin; k < end; ++k, g += a.grad_pixel, x += pixel_step) {
+        f(g, x);
+      }
+    });
+  }
 
+  // Depthwise weight gradients read the unpadded input. The padding is not
+  // read but still multiplied: a tap in it adds grad_output * 0, which is NaN
+  // where grad_output is infinite or NaN, as the product with a zero-padded
+  // input is.
   // All taps of a KH x KW kernel in registers, one pass over the pixels: those
   // whose taps all lie inside the input unchecked, the others tap by tap.
   template <int KH, int KW>
@@ -495,9 +500,7 @@ struct Kernels {
           acc[t] += gv * (in_input ? V::load(x + ih * a.input_row + iw * a.input_pixel) : vec{});
         }
       };
-      const bool row_inside = oh >= rows.lo && oh < rows.hi;
-      const int64_t lo = row_inside ? (cols.lo > begin ? (cols.lo < end ? cols.lo : end) : begin) : end;
-      const int64_t hi = row_inside ? (cols.hi < end ? (cols.hi > lo ? cols.hi : lo) : end) : end;
+      const auto [lo, hi] = inside_part(rows, cols, oh, begin, end);
       for (int64_t ow = begin; ow < lo; ++ow) {
         checked(ow);
       }
@@ -535,9 +538,7 @@ struct Kernels {
         vec acc = V::load(sums);
         for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
           const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
-          const bool row_inside = oh >= rows.lo && oh < rows.hi;
-          const int64_t lo = row_inside ? (cols.lo > begin ? (cols.lo < end ? cols.lo : end) : begin) : end;
-          const int64_t hi = row_inside ? (cols.hi < end ? (cols.hi > lo ? cols.hi : lo) : end) : end;
+          const auto [lo, hi] = inside_part(rows, cols, oh, begin, end);
           for (int64_t ow = begin; ow < lo; ++ow) {
             acc += V::load(g + ow * a.grad_pixel) * vec{};
           }

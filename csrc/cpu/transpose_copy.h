@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "../shape.h"
 #include "isa.h"
 #include "parallel.h"
 
@@ -44,7 +45,7 @@ void copy_into(const KernelsFor<T>& k, const at::Tensor& dst, const at::Tensor& 
   const bool planes = src.stride(2) == width * src.stride(3) && dst.stride(2) == width * dst.stride(3);
   const int64_t rows = planes ? 1 : height, pixels = planes ? height * width : width;
   constexpr int64_t kPixelsPerItem = 256;
-  const int64_t runs = (pixels + kPixelsPerItem - 1) / kPixelsPerItem;
+  const int64_t runs = ceil_div(pixels, kPixelsPerItem);
   const T* from = src.const_data_ptr<T>();
   T* to = dst.mutable_data_ptr<T>();
   parallel_over(batch * rows * runs, kPixelsPerItem * channels, [&](int64_t item) {
