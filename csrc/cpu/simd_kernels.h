@@ -741,42 +741,102 @@ struct Kernels {
     return v;
   }
 
-  // A vector path walks CV vectors of channels of one output (CV of them side
-  // by side keep several loads in flight), or, with fewer channels than lanes
-  // (NCHW is one), L neighbouring outputs of one channel (CV = 1).
+  // A pooling vector's lanes. ChannelLanes: CV * L channels of one output
+  // pixel, CV vectors side by side to keep several loads in flight (C >= L).
+  // PixelLanes: the C channels of each of `outputs / C` neighbouring outputs
+  // of full windows in a row (C < L; an NCHW plane has C = 1). Either way a
+  // vector's lanes are neighbours in the output, and `columns` is each lane's
+  // window origin, in input columns, from the first lane's.
+  template <int CV>
+  struct ChannelLanes {
+    static constexpr int vectors = CV;
+    static constexpr int outputs = CV * L;
+    static vec load(const T* window, int v) { return V::load(window + v * L); }
+    static index_vec columns() { return index_vec{}; }
+    static int64_t pixel(int) { return 0; }
+    static int64_t channel(int lane) { return lane; }
+  };
+
+  struct PixelLanes {
+    static constexpr int vectors = 1;
+    int outputs;            // lanes stored; the rest read the window's first element
+    int64_t channels;
+    int64_t step;           // > 0: lane l reads window[l * step] (C = 1, every lane stored)
+    index_vec offsets;      // otherwise: lane l reads window[offsets[l]]
+    index_vec column_of;
+
+    PixelLanes(int64_t pixels, int64_t C, int64_t stride_w)
+        : outputs(static_cast<int>(pixels * C)), channels(C),
+          step(C == 1 && pixels == L ? stride_w : 0), offsets{}, column_of{} {
+      for (int l = 0; l < outputs; ++l) {
+        column_of[l] = l / C * stride_w;
+        offsets[l] = column_of[l] * C + l % C;
+      }
+    }
+    vec load(const T* window, int) const {
+      if (step > 0) {
+        return load_strided(window, step);
+      }
+      vec x;
+#pragma GCC unroll 16
+      for (int l = 0; l < L; ++l) {
+        x[l] = window[offsets[l]];
+      }
+      return x;
+    }
+    index_vec columns() const { return column_of; }
+    int64_t pixel(int lane) const { return lane / channels; }
+    int64_t channel(int lane) const { return lane % channels; }
+  };
+
+  // The first `count` lanes of x to out.
+  template <typename U, typename W>
+  static void store_lanes(U* out, const W& x, int count) {
+    if (count == L) {
+      __builtin_memcpy(out, &x, sizeof(x));
+      return;
+    }
+    for (int l = 0; l < count; ++l) {
+      out[l] = x[l];
+    }
+  }
+
   static constexpr int kPoolVectors = 4;
 
+  // vector_fn(oh, ow, c, lanes) for the outputs a Lanes value covers from
+  // (oh, ow, c); scalar_fn(oh, ow, c) for the rest (windows cut by the border).
   template <typename VectorFn, typename ScalarFn>
   static void for_each_output(const PoolArgs<T>& a, VectorFn vector_fn, ScalarFn scalar_fn) {
     const int64_t C = a.channels;
+    // Pixel lanes: L / C outputs a vector; a run of full windows shorter than
+    // that takes one vector of fewer lanes, a longer one ends with a vector
+    // that overlaps the one before (it writes the same values again).
+    const int64_t run = a.full_cols_end - a.full_cols_begin;
+    const int64_t pixels = C < L ? (run < L / C ? run : L / C) : 0;
+    const PixelLanes pixel_lanes(pixels, C, a.stride_w);
     for (int64_t oh = a.row_begin; oh < a.row_end; ++oh) {
-      if (C >= L) {
-        for (int64_t ow = 0; ow < a.out_w; ++ow) {
+      for (int64_t ow = 0; ow < a.out_w;) {
+        if (C >= L) {
           int64_t c = 0;
           for (; c + kPoolVectors * L <= C; c += kPoolVectors * L) {
-            vector_fn(oh, ow, c, 1, std::integral_constant<int, kPoolVectors>{});
+            vector_fn(oh, ow, c, ChannelLanes<kPoolVectors>{});
           }
           for (; c + L <= C; c += L) {
-            vector_fn(oh, ow, c, 1, std::integral_constant<int, 1>{});  // lanes: channels, one element apart
+            vector_fn(oh, ow, c, ChannelLanes<1>{});
           }
           for (; c < C; ++c) {
             scalar_fn(oh, ow, c);
           }
-        }
-        continue;
-      }
-      // Lanes: L outputs of full windows, a stride apart. The last vector of a
-      // run may overlap the one before: it writes the same values again.
-      const bool vectors = a.full_cols_end - a.full_cols_begin >= L;
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t ow = 0; ow < a.out_w;) {
-          if (vectors && ow >= a.full_cols_begin && ow < a.full_cols_end) {
-            const int64_t start = ow + L <= a.full_cols_end ? ow : a.full_cols_end - L;
-            vector_fn(oh, start, c, a.stride_w * C, std::integral_constant<int, 1>{});
-            ow = start + L;
-          } else {
-            scalar_fn(oh, ow++, c);
+          ++ow;
+        } else if (ow >= a.full_cols_begin && ow < a.full_cols_end) {
+          const int64_t start = ow + pixels <= a.full_cols_end ? ow : a.full_cols_end - pixels;
+          vector_fn(oh, start, 0, pixel_lanes);
+          ow = start + pixels;
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            scalar_fn(oh, ow, c);
           }
+          ++ow;
         }
       }
     }
@@ -787,12 +847,8 @@ struct Kernels {
   // selects per lane instead of branching on data.
   static void max_pool(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
-    index_vec lane_columns;
-    for (int l = 0; l < L; ++l) {
-      lane_columns[l] = l * a.stride_w;
-    }
-    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
-      constexpr int CV = decltype(vectors)::value;
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, const auto& lanes) {
+      constexpr int CV = std::decay_t<decltype(lanes)>::vectors;
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];
       const int64_t first = rt.first * a.in_w + ct.first;
@@ -809,7 +865,7 @@ struct Kernels {
           const int64_t offset = i * a.dilation_h * a.in_w + j * a.dilation_w;
 #pragma GCC unroll 4
           for (int v = 0; v < CV; ++v) {
-            const vec x = load_strided(window + offset * C + v * L, lane_step);
+            const vec x = lanes.load(window + offset * C, v);
             const lane_int take = (x > best[v]) | (x != x);
             best[v] = take ? x : best[v];
             best_offset[v] = take ? (lane_int{} + static_cast<lane_elem>(offset)) : best_offset[v];
@@ -817,21 +873,12 @@ struct Kernels {
         }
       }
       const int64_t out = (oh * a.out_w + ow) * C + c;
+      const index_vec origin = lanes.columns() + first;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
-        index_vec position = __builtin_convertvector(best_offset[v], index_vec) + first;
-        if (C < L) {  // lanes are outputs (for_each_output): lane l's window starts l strides later
-          position += lane_columns;
-        }
-        if (lane_step == 1) {
-          V::store(a.output + out + v * L, best[v]);
-          __builtin_memcpy(a.indices + out + v * L, &position, sizeof(position));
-        } else {
-          for (int l = 0; l < L; ++l) {
-            a.output[out + l * C] = best[v][l];
-            a.indices[out + l * C] = position[l];
-          }
-        }
+        const index_vec position = __builtin_convertvector(best_offset[v], index_vec) + origin;
+        store_lanes(a.output + out + v * L, best[v], lanes.outputs / CV);
+        store_lanes(a.indices + out + v * L, position, lanes.outputs / CV);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
@@ -857,9 +904,9 @@ struct Kernels {
     if (a.max_window_offset < (int64_t{1} << (8 * sizeof(T) - 2))) {
       for_each_output(a, vector_fn, scalar_fn);
     } else {
-      for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
-        for (int l = 0; l < decltype(vectors)::value * L; ++l) {  // the same outputs, one by one
-          lane_step == 1 ? scalar_fn(oh, ow, c + l) : scalar_fn(oh, ow + l, c);
+      for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, const auto& lanes) {
+        for (int l = 0; l < lanes.outputs; ++l) {  // the same outputs, one by one
+          scalar_fn(oh, ow + lanes.pixel(l), c + lanes.channel(l));
         }
       }, scalar_fn);
     }
@@ -900,8 +947,8 @@ struct Kernels {
 
   static void avg_pool(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
-    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, int64_t lane_step, auto vectors) {
-      constexpr int CV = decltype(vectors)::value;
+    const auto vector_fn = [&](int64_t oh, int64_t ow, int64_t c, const auto& lanes) {
+      constexpr int CV = std::decay_t<decltype(lanes)>::vectors;
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
       const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
@@ -910,7 +957,7 @@ struct Kernels {
         for (int64_t j = 0; j < ct.count; ++j) {
 #pragma GCC unroll 4
           for (int v = 0; v < CV; ++v) {
-            sum[v] += load_strided(window + (i * a.in_w + j) * C + v * L, lane_step);
+            sum[v] += lanes.load(window + (i * a.in_w + j) * C, v);
           }
         }
       }
@@ -918,14 +965,7 @@ struct Kernels {
       const int64_t out = (oh * a.out_w + ow) * C + c;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
-        sum[v] /= divisor;
-        if (lane_step == 1) {
-          V::store(a.output + out + v * L, sum[v]);
-        } else {
-          for (int l = 0; l < L; ++l) {
-            a.output[out + l * C] = sum[v][l];
-          }
-        }
+        store_lanes(a.output + out + v * L, sum[v] / divisor, lanes.outputs / CV);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
