@@ -148,6 +148,27 @@ def test_few_input_channels_match_torch(in_channels, kernel, stride, padding, di
     )
 
 
+@pytest.mark.parametrize("in_channels,out_channels,kernel,padding", [
+    (40, 24, 1, 0),   # 1x1: the narrow tile, channels not whole tiles
+    (64, 32, 1, 0),   # whole tiles, no padding: channels_last read in place
+    (6, 16, 5, 0),    # LeNet conv2: narrow, output channels in the lanes, row tiles
+    (12, 10, 3, 1),   # narrow, input channels in the lanes
+    (32, 64, 3, 1),   # wide, output channels in the lanes, grad_output read in place
+    (48, 40, 3, 1),   # wide, input channels in the lanes
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_weight_grad_tile_shapes_match_torch(in_channels, out_channels, kernel, padding, layout, cpu_isa):
+    """Both weight-gradient tile shapes, on either side, with and without
+    channels that fill whole tiles (only those buffers get slack)."""
+    x = with_layout(torch.randn(3, in_channels, 9, 11, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(out_channels, in_channels, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, 1, padding),
+        lambda x, w: F.conv2d(x, w, None, 1, padding),
+        [x, w],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2

@@ -28,11 +28,11 @@ struct ConvPixelsArgs {
   bool accumulate;        // add to the output (a later chunk of input channels) instead of bias
 };
 
-// A tile of a weight gradient for one kernel tap: tile_broadcast channels of
-// one side by tile_vector channels of the other, summed over a range of output
-// pixels and added to `sums` ([tile_broadcast][tile_vector], contiguous).
-// Reads up to a tile past the last valid channel: the caller's buffers have
-// that slack.
+// A tile of a weight gradient for one kernel tap: a WeightGradTile's
+// `broadcast` channels of one side by `vector` channels of the other, summed
+// over a range of output pixels and added to `sums` ([broadcast][vector],
+// contiguous). Reads up to a tile past the last valid channel: the caller's
+// buffers have that slack when the channels are not whole tiles.
 template <typename T>
 struct WeightGradArgs {
   const T* input;         // padded NHWC input at the tap of pixel (image 0, row 0, col 0), channel ic0
@@ -129,15 +129,22 @@ struct DepthwiseArgs {
 constexpr int kMaxDepthwiseTaps = 64;
 
 template <typename T>
-struct KernelsFor {
-  int lanes;              // T values per vector
-  int tile_broadcast, tile_vector;  // weight-gradient tile
-  void (*conv_pixels)(const ConvPixelsArgs<T>&);
+struct WeightGradTile {
+  int broadcast, vector;  // channels on each side
   // Output channels broadcast, input channels in the lanes.
-  void (*weight_grad_tile)(const WeightGradArgs<T>&);
+  void (*by_input)(const WeightGradArgs<T>&);
   // Input channels broadcast, output channels in the lanes: for groups with
   // fewer input than output channels.
-  void (*weight_grad_tile_by_output)(const WeightGradArgs<T>&);
+  void (*by_output)(const WeightGradArgs<T>&);
+};
+
+template <typename T>
+struct KernelsFor {
+  int lanes;              // T values per vector
+  void (*conv_pixels)(const ConvPixelsArgs<T>&);
+  // Weight-gradient tiles of two vectors, and of one vector by twice the
+  // broadcasts (for a vector side of at most one vector's channels).
+  WeightGradTile<T> weight_grad_wide, weight_grad_narrow;
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);
   // Depthwise input gradient, gathered per input pixel over every channel: with
   // DepthwiseArgs read as input = grad_output (in_h x in_w, NHWC), output =

@@ -18,6 +18,7 @@ using convext::cpu::PlanarArgs;
 using convext::cpu::PlanarGradArgs;
 using convext::cpu::PoolArgs;
 using convext::cpu::WeightGradArgs;
+using convext::cpu::WeightGradTile;
 
 template <typename T, int Bytes>
 struct Vec {
@@ -158,45 +159,51 @@ struct Kernels {
     }
   }
 
-  // Weight-gradient tile: TO channels broadcast by TI vectors of channels.
+  // Weight-gradient tile: TB channels broadcast by TV vectors of channels.
   // ByOutput == false: output channels broadcast, input channels in the lanes;
   // true (groups with fewer input than output channels): the other way round.
-  // sums is [broadcast channel][vector channel].
-  static constexpr int TO = Registers >= 32 ? 8 : 4;
-  static constexpr int TI = 2;
+  // sums is [broadcast channel][vector channel]. Two shapes with the same
+  // accumulators: wide (TV = 2) and narrow (one vector, twice the broadcasts),
+  // which wastes no lanes on a vector side of at most L channels.
+  static constexpr int kWideBroadcasts = Registers >= 32 ? 8 : 4;
 
-  template <bool ByOutput>
+  template <int TB, int TV>
+  static constexpr WeightGradTile<T> weight_grad_shape() {
+    return {TB, TV * L, &weight_grad_tile<false, TB, TV>, &weight_grad_tile<true, TB, TV>};
+  }
+
+  template <bool ByOutput, int TB, int TV>
   static void weight_grad_tile(const WeightGradArgs<T>& a) {
-    vec acc[TO][TI];
-#pragma GCC unroll 8
-    for (int j = 0; j < TO; ++j) {
+    vec acc[TB][TV];
+#pragma GCC unroll 16
+    for (int j = 0; j < TB; ++j) {
 #pragma GCC unroll 2
-      for (int i = 0; i < TI; ++i) {
-        acc[j][i] = V::load(a.sums + j * TI * L + i * L);
+      for (int i = 0; i < TV; ++i) {
+        acc[j][i] = V::load(a.sums + j * TV * L + i * L);
       }
     }
     for_each_pixel(a, [&](const T* g, const T* x) {
       const T* vectors = ByOutput ? g : x;
       const T* broadcasts = ByOutput ? x : g;
-      vec v[TI];
+      vec v[TV];
 #pragma GCC unroll 2
-      for (int i = 0; i < TI; ++i) {
+      for (int i = 0; i < TV; ++i) {
         v[i] = V::load(vectors + i * L);
       }
-#pragma GCC unroll 8
-      for (int j = 0; j < TO; ++j) {
+#pragma GCC unroll 16
+      for (int j = 0; j < TB; ++j) {
         const vec b = V::broadcast(broadcasts[j]);
 #pragma GCC unroll 2
-        for (int i = 0; i < TI; ++i) {
+        for (int i = 0; i < TV; ++i) {
           acc[j][i] += b * v[i];
         }
       }
     });
-#pragma GCC unroll 8
-    for (int j = 0; j < TO; ++j) {
+#pragma GCC unroll 16
+    for (int j = 0; j < TB; ++j) {
 #pragma GCC unroll 2
-      for (int i = 0; i < TI; ++i) {
-        V::store(a.sums + j * TI * L + i * L, acc[j][i]);
+      for (int i = 0; i < TV; ++i) {
+        V::store(a.sums + j * TV * L + i * L, acc[j][i]);
       }
     }
   }
@@ -1017,7 +1024,7 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, TO, TI * L, &conv_pixels, &weight_grad_tile<false>, &weight_grad_tile<true>,
+    return {L, &conv_pixels, weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
