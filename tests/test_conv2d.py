@@ -96,12 +96,14 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
         assert out.shape[2:] == x.shape[2:]
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_many_channels_match_torch(dtype, cpu_isa):
+def test_many_channels_match_torch(dtype, layout, cpu_isa):
     """Enough input channels to be summed in several cached chunks, and a
-    partial block of output channels."""
-    x = torch.randn(2, 100, 9, 8, dtype=dtype, requires_grad=True)
-    w = torch.randn(70, 100, 3, 3, dtype=dtype, requires_grad=True)
+    partial block of output channels; weights packed from either layout (by
+    register transposes from channels_last)."""
+    x = with_layout(torch.randn(2, 100, 9, 8, dtype=dtype), layout).requires_grad_()
+    w = with_layout(torch.randn(70, 100, 3, 3, dtype=dtype), layout).requires_grad_()
     b = torch.randn(70, dtype=dtype, requires_grad=True)
     assert_same_results(
         lambda x, w, b: convext.conv2d(x, w, b, 1, 1), lambda x, w, b: F.conv2d(x, w, b, 1, 1), [x, w, b]

@@ -191,8 +191,8 @@ struct Blocking {
 // transposed: the weights of the transposed convolution (channel roles
 // swapped, taps flipped), which computes the input gradient.
 template <typename T>
-at::Tensor pack_weight(const at::Tensor& weight, const ConvNhwc& c, const Blocking& blocking,
-                       int64_t depthwise_channels, bool transposed) {
+at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const ConvNhwc& c,
+                       const Blocking& blocking, int64_t depthwise_channels, bool transposed) {
   const Nchw<const T> w = read_view<T>(weight);
   const int64_t kernel_h = weight.size(2), kernel_w = weight.size(3);
   if (c.depthwise()) {
@@ -207,32 +207,47 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvNhwc& c, const Blocki
     }
     return packed;
   }
-  at::Tensor packed = at::zeros(
-      {c.groups * blocking.per_group * kernel_h * kernel_w * c.in_per_group * blocking.width},
-      weight.options());
-  T* p = packed.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < c.groups; ++g) {
-    for (int64_t block = 0; block < blocking.per_group; ++block) {
-      for (int64_t first_ic = 0; first_ic < c.in_per_group; first_ic += blocking.chunk) {
-        const int64_t last_ic = std::min(c.in_per_group, first_ic + blocking.chunk);
-        for (int64_t kh = 0; kh < kernel_h; ++kh) {
-          for (int64_t kw = 0; kw < kernel_w; ++kw) {
-            for (int64_t ic = first_ic; ic < last_ic; ++ic) {
-              for (int64_t lane = 0; lane < blocking.width; ++lane, ++p) {
-                const int64_t oc = block * blocking.width + lane;
-                if (oc < c.out_per_group) {
-                  // Transposed: c's input channels are the original's output channels.
-                  *p = transposed
-                           ? w(g * c.in_per_group + ic, oc, kernel_h - 1 - kh, kernel_w - 1 - kw)
-                           : w(g * c.out_per_group + oc, ic, kh, kw);
-                }
+  // One task per (group, block of lanes): a contiguous slab of the result.
+  const int64_t width = blocking.width, slab = kernel_h * kernel_w * c.in_per_group * width;
+  at::Tensor packed = at::empty({c.groups * blocking.per_group * slab}, weight.options());
+  if (slab == 0) {
+    return packed;
+  }
+  // Strides through the source of a lane (output channel), an input channel
+  // and a tap; transposed swaps the channel roles and walks the taps backwards.
+  const int64_t lane_step = transposed ? w.stride_c : w.stride_n;
+  const int64_t ic_step = transposed ? w.stride_n : w.stride_c;
+  const int64_t kh_step = transposed ? -w.stride_h : w.stride_h, kw_step = transposed ? -w.stride_w : w.stride_w;
+  T* const packed_data = packed.mutable_data_ptr<T>();
+  parallel_over(c.groups * blocking.per_group, slab, [&](int64_t item) {
+    const int64_t g = item / blocking.per_group, first_oc = item % blocking.per_group * width;
+    const int64_t lanes = std::min(width, c.out_per_group - first_oc);
+    const T* origin = transposed ? &w(g * c.in_per_group, first_oc, kernel_h - 1, kernel_w - 1)
+                                 : &w(g * c.out_per_group + first_oc, 0, 0, 0);
+    T* p = packed_data + item * slab;
+    for (int64_t first_ic = 0; first_ic < c.in_per_group; first_ic += blocking.chunk) {
+      const int64_t last_ic = std::min(c.in_per_group, first_ic + blocking.chunk);
+      for (int64_t kh = 0; kh < kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < kernel_w; ++kw, p += (last_ic - first_ic) * width) {
+          const T* src = origin + first_ic * ic_step + kh * kh_step + kw * kw_step;
+          if (ic_step == 1) {  // channels_last weights: a lanes x channels tile, transposed in registers
+            k.transpose(src, lane_step, p, width, lanes, last_ic - first_ic);
+          }
+          for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {
+            T* row = p + ic * width;
+            if (lane_step == 1) {  // the input gradient's, from channels_last weights: lanes side by side
+              std::copy(src + ic * ic_step, src + ic * ic_step + lanes, row);
+            } else if (ic_step != 1) {
+              for (int64_t lane = 0; lane < lanes; ++lane) {
+                row[lane] = src[ic * ic_step + lane * lane_step];
               }
             }
+            std::fill(row + lanes, row + width, T(0));
           }
         }
       }
     }
-  }
+  });
   return packed;
 }
 
@@ -253,7 +268,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t depthwise_channels = ceil_div(c.groups, k.lanes) * k.lanes;
   const int64_t blocks = c.depthwise() ? 1 : c.groups * blocking.per_group;
   const int64_t block_width = c.depthwise() ? depthwise_channels : blocking.width;
-  const at::Tensor packed = pack_weight<T>(weight, c, blocking, depthwise_channels, transposed);
+  const at::Tensor packed = pack_weight<T>(k, weight, c, blocking, depthwise_channels, transposed);
   at::Tensor packed_bias;
   if (bias) {  // zero-padded to whole blocks, per group
     const int64_t per_group = c.depthwise() ? depthwise_channels : blocking.per_group * block_width;
@@ -473,7 +488,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
   const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   const at::Tensor packed =
-      pack_weight<T>(weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
+      pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
   constexpr int64_t kRun = 72;
