@@ -110,6 +110,22 @@ def test_many_channels_match_torch(dtype, layout, cpu_isa):
     )
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_small_images_batched_together_match_torch(groups, layout, cpu_isa):
+    """Images smaller than a run of output pixels (5x6) go several to a work
+    item, each chunk of weights applied to all of them in turn: 23 images (19
+    to an item, then 4), input channels in several chunks, bias."""
+    x = with_layout(torch.randn(23, 140, 5, 6, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(40, 140 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, 1, 1, 1, groups),
+        lambda x, w, b: F.conv2d(x, w, b, 1, 1, 1, groups),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("groups,out_channels,padding", [(1, 19, 0), (1, 19, 1), (5, 40, 2), (35, 35, 1)])

@@ -279,33 +279,40 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const T* w = packed.const_data_ptr<T>();
   const T* b = bias ? packed_bias.const_data_ptr<T>() : nullptr;
   const int64_t block_weights = c.kernel_h * c.kernel_w * c.in_per_group * block_width;
-  parallel_over(c.batch * runs * blocks, kRun * block_weights, [&](int64_t item) {
-    const int64_t block = item % blocks, run = item / blocks % runs, n = item / (blocks * runs);
+  // Images smaller than a run go several to an item, each chunk of weights
+  // applied to all of them in turn: a deep layer's small images (512 channels
+  // at 7x7) would otherwise stream every block's weights once per image.
+  const int64_t images_per_item =
+      c.depthwise() || pixels >= kRun ? 1 : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, c.batch);
+  const int64_t image_groups = ceil_div(c.batch, images_per_item);
+  parallel_over(image_groups * runs * blocks, images_per_item * kRun * block_weights, [&](int64_t item) {
+    const int64_t block = item % blocks, run = item / blocks % runs, first_image = item / (blocks * runs) * images_per_item;
+    const int64_t last_image = std::min(c.batch, first_image + images_per_item);
     const int64_t pixel_begin = run * kRun, pixel_end = std::min(pixels, pixel_begin + kRun);
     if (c.depthwise()) {
-      DepthwiseArgs<T> a{input + n * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
+      DepthwiseArgs<T> a{input + first_image * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
                          c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
-                         c.dilation_w, w, depthwise_channels, b, output + n * image_out, out_c,
+                         c.dilation_w, w, depthwise_channels, b, output + first_image * image_out, out_c,
                          c.out_w, pixel_begin, pixel_end, c.groups};
       k.depthwise_pixels(a);
       return;
     }
     const int64_t g = block / blocking.per_group, in_group = block % blocking.per_group;
     const int64_t chunk_weights = c.kernel_h * c.kernel_w * blocking.chunk * blocking.width;
-    ConvPixelsArgs<T> a{input + n * image_in + g * c.in_per_group, c.in_w * in_c, in_c,
-                        blocking.chunk, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w,
-                        c.dilation_h, c.dilation_w, w + block * block_weights,
-                        b ? b + block * blocking.width : nullptr,
-                        output + n * image_out + g * c.out_per_group + in_group * blocking.width,
-                        out_c, c.out_w, pixel_begin, pixel_end,
-                        std::min(blocking.width, c.out_per_group - in_group * blocking.width),
-                        blocking.vectors, false};
     for (int64_t chunk = 0; chunk < blocking.chunks; ++chunk) {
-      a.in_channels = std::min(blocking.chunk, c.in_per_group - chunk * blocking.chunk);
-      k.conv_pixels(a);
-      a.input += blocking.chunk;
-      a.weight += chunk_weights;
-      a.accumulate = true;
+      for (int64_t n = first_image; n < last_image; ++n) {
+        const int64_t first_ic = chunk * blocking.chunk;
+        ConvPixelsArgs<T> a{input + n * image_in + g * c.in_per_group + first_ic, c.in_w * in_c, in_c,
+                            std::min(blocking.chunk, c.in_per_group - first_ic), c.kernel_h, c.kernel_w,
+                            c.stride_h, c.stride_w, c.dilation_h, c.dilation_w,
+                            w + block * block_weights + chunk * chunk_weights,
+                            b ? b + block * blocking.width : nullptr,
+                            output + n * image_out + g * c.out_per_group + in_group * blocking.width,
+                            out_c, c.out_w, pixel_begin, pixel_end,
+                            std::min(blocking.width, c.out_per_group - in_group * blocking.width),
+                            blocking.vectors, chunk > 0};
+        k.conv_pixels(a);
+      }
     }
   });
 }
