@@ -217,7 +217,8 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
   // and a tap; transposed swaps the channel roles and walks the taps backwards.
   const int64_t lane_step = transposed ? w.stride_c : w.stride_n;
   const int64_t ic_step = transposed ? w.stride_n : w.stride_c;
-  const int64_t kh_step = transposed ? -w.stride_h : w.stride_h, kw_step = transposed ? -w.stride_w : w.stride_w;
+  const int64_t kh_step = transposed ? -w.stride_h : w.stride_h;
+  const int64_t kw_step = transposed ? -w.stride_w : w.stride_w;
   T* const packed_data = packed.mutable_data_ptr<T>();
   parallel_over(c.groups * blocking.per_group, slab, [&](int64_t item) {
     const int64_t g = item / blocking.per_group, first_oc = item % blocking.per_group * width;
@@ -252,7 +253,7 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
 }
 
 // Runs convolution c over an NHWC input buffer into an NHWC output. Work items:
-// (image, run of output pixels, channel block), the block fastest so that
+// (image or group of small images, run of output pixels, channel block), the block fastest so that
 // neighbouring items share their input pixels in cache. 72 pixels: a whole
 // number of register blocks of every kernel width.
 template <typename T>
@@ -282,11 +283,13 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   // Images smaller than a run go several to an item, each chunk of weights
   // applied to all of them in turn: a deep layer's small images (512 channels
   // at 7x7) would otherwise stream every block's weights once per image.
-  const int64_t images_per_item =
-      c.depthwise() || pixels >= kRun ? 1 : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, c.batch);
+  const int64_t images_per_item = c.depthwise() || pixels >= kRun
+                                      ? 1
+                                      : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, c.batch);
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
   parallel_over(image_groups * runs * blocks, images_per_item * kRun * block_weights, [&](int64_t item) {
-    const int64_t block = item % blocks, run = item / blocks % runs, first_image = item / (blocks * runs) * images_per_item;
+    const int64_t block = item % blocks, run = item / blocks % runs;
+    const int64_t first_image = item / (blocks * runs) * images_per_item;
     const int64_t last_image = std::min(c.batch, first_image + images_per_item);
     const int64_t pixel_begin = run * kRun, pixel_end = std::min(pixels, pixel_begin + kRun);
     if (c.depthwise()) {
