@@ -207,6 +207,21 @@ def test_few_channels_per_group_match_torch(in_channels, out_channels, groups, k
     )
 
 
+@pytest.mark.parametrize("batch,height,width", [
+    (3, 150, 70),  # tall images: a call sums part of their rows
+    (60, 5, 9),    # small images: a call sums several of them (56 in float32), the last call fewer
+])
+def test_planar_weight_grad_chunks_match_torch(batch, height, width, cpu_isa):
+    """The lanes-along-rows weight gradient sums a chunk of rows and images per
+    call, sized so that a tile's planes stay in L1: chunks that cut images and
+    chunks that hold several, with rows of a whole vector and a partial one.
+    1 -> 2 channels in float32: lanes along rows on every ISA."""
+    x = torch.randn(batch, 1, height, width, requires_grad=True)
+    w = torch.randn(2, 1, 3, 3, requires_grad=True)
+    assert_same_results(lambda x, w: convext.conv2d(x, w, None, 1, 1), lambda x, w: F.conv2d(x, w, None, 1, 1),
+                        [x, w])
+
+
 def test_unbatched_input_gives_unbatched_output():
     x, w = torch.randn(3, 7, 7, dtype=torch.float64), torch.randn(5, 3, 3, 3, dtype=torch.float64)
     out = convext.conv2d(x, w, stride=2, padding=1)

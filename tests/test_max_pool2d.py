@@ -66,10 +66,10 @@ def test_few_channels_match_torch(layout, channels, stride_w, cpu_isa):
     """Fewer channels than lanes: each vector holds the channels of several
     neighbouring outputs, in rows of full windows shorter and longer than a
     vector (7 and 40 wide), with ties from rounding."""
+    args = dict(kernel_size=(2, 3), stride=(2, stride_w), padding=(0, 1), return_indices=True)
     for width in (7, 40):
         x = (torch.randn(2, channels, 6, width) * 2).round()
         x = with_layout(x, layout).requires_grad_()
-        args = dict(kernel_size=(2, 3), stride=(2, stride_w), padding=(0, 1), return_indices=True)
         assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args), [x])
 
 

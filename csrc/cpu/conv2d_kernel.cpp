@@ -421,16 +421,20 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
   const int64_t out_plane = s.h.out_size * s.w.out_size;
   Nchw<T> gw = write_view<T>(grad_weight);
   // Tiles of (group, output channel block, input channel, tap), each owned by
-  // one thread and summed image chunk by image chunk in a fixed order; each
-  // chunk stays in cache while the thread's tiles pass over it.
+  // one thread and summed chunk by chunk in a fixed order. Consecutive tiles
+  // of a thread mostly differ in their tap only and read the same planes, so a
+  // chunk is sized for their share of them (one input plane, a block of
+  // grad_output planes) to stay in L1 from one tile to the next.
   const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
   const int64_t taps = s.h.kernel * s.w.kernel;
   const int64_t tiles = s.groups * blocks * in_g * taps;
-  const int64_t image_bytes = (s.in_channels * in_h * in_w + s.out_channels * out_plane) * sizeof(T);
+  constexpr int64_t kTileBytes = int64_t{32} << 10;
+  const int64_t row_bytes = (s.h.stride * in_w + std::min(block, out_g) * s.w.out_size) * sizeof(T);
   // A call sums `chunk` images' rows [r0, r0 + rows): at most kPartialPixels pixels.
-  const int64_t rows = std::clamp<int64_t>(kPartialPixels / s.w.out_size, 1, s.h.out_size);
+  const int64_t rows = std::clamp<int64_t>(std::min(kTileBytes / row_bytes, kPartialPixels / s.w.out_size), 1,
+                                           s.h.out_size);
   const int64_t chunk = std::clamp<int64_t>(
-      std::min((int64_t{1} << 17) / image_bytes, kPartialPixels / (rows * s.w.out_size)), 1, s.batch);
+      std::min(kTileBytes / (rows * row_bytes), kPartialPixels / (rows * s.w.out_size)), 1, s.batch);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     FoldedSums<T> sums((end - begin) * block);
     const auto tile_of = [&](int64_t t) {

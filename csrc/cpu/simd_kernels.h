@@ -616,9 +616,10 @@ struct Kernels {
     planar_rows_dispatch(a, std::make_integer_sequence<int, PB>{});
   }
 
-  // Row dot products, added to sums. A row's last vector is masked: lanes
-  // past the row's end are loaded (both buffers have slack) but selected
-  // away, so whatever they hold, inf or NaN, never reaches a sum.
+  // Row dot products, added to sums. Each vector position of a row is summed
+  // down the rows in one loop of loads and FMAs. A row's last vector reads
+  // lanes past the row's end (both buffers have slack); their column sums are
+  // selected away, so whatever they held, inf or NaN, never reaches a sum.
   template <int OC>
   static void planar_weight_grad_for(const PlanarGradArgs<T>& a) {
     lane_int keep{};
@@ -626,18 +627,25 @@ struct Kernels {
       keep[l] = l < a.out_w % L ? -1 : 0;
     }
     const int64_t full = a.out_w / L * L;
+    const int64_t x_row = a.stride_h * a.in_w;
     vec acc[OC] = {};
     for (int64_t n = 0; n < a.batch; ++n) {
-      for (int64_t oh = 0; oh < a.out_h; ++oh) {
-        const T* g = a.grad_output + n * a.grad_image + oh * a.out_w;
-        const T* x = a.input + n * a.input_image + oh * a.stride_h * a.in_w;
-        for (int64_t ow = 0; ow < a.out_w; ow += L) {
-          const vec xv = load_strided(x + ow * a.stride_w, a.stride_w);
+      const T* g_image = a.grad_output + n * a.grad_image;
+      const T* x_image = a.input + n * a.input_image;
+      for (int64_t ow = 0; ow < a.out_w; ow += L) {
+        vec column[OC] = {};
+        const T* g = g_image + ow;
+        const T* x = x_image + ow * a.stride_w;
+        for (int64_t oh = 0; oh < a.out_h; ++oh, g += a.out_w, x += x_row) {
+          const vec xv = load_strided(x, a.stride_w);
 #pragma GCC unroll 8
           for (int j = 0; j < OC; ++j) {
-            const vec product = V::load(g + j * a.grad_plane + ow) * xv;
-            acc[j] += ow < full ? product : (keep ? product : vec{});
+            column[j] += V::load(g + j * a.grad_plane) * xv;
           }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < OC; ++j) {
+          acc[j] += ow < full ? column[j] : (keep ? column[j] : vec{});
         }
       }
     }
