@@ -765,7 +765,7 @@ struct Kernels {
   template <int CV>
   struct ChannelLanes {
     static constexpr int vectors = CV;
-    static constexpr int outputs = CV * L;
+    static constexpr int outputs = CV * L;  // over all CV vectors: L per vector
     static vec load(const T* window, int v) { return V::load(window + v * L); }
     static index_vec columns() { return index_vec{}; }
     static int64_t pixel(int) { return 0; }
