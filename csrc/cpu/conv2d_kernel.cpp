@@ -233,17 +233,21 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
           const T* src = origin + first_ic * ic_step + kh * kh_step + kw * kw_step;
           if (ic_step == 1) {  // channels_last weights: a lanes x channels tile, transposed in registers
             k.transpose(src, lane_step, p, width, lanes, last_ic - first_ic);
-          }
-          for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {
-            T* row = p + ic * width;
-            if (lane_step == 1) {  // the input gradient's, from channels_last weights: lanes side by side
-              std::copy(src + ic * ic_step, src + ic * ic_step + lanes, row);
-            } else if (ic_step != 1) {
-              for (int64_t lane = 0; lane < lanes; ++lane) {
-                row[lane] = src[ic * ic_step + lane * lane_step];
+          } else {
+            for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {
+              const T* from = src + ic * ic_step;
+              T* row = p + ic * width;
+              if (lane_step == 1) {  // the input gradient's, from channels_last weights: lanes side by side
+                std::copy(from, from + lanes, row);
+              } else {
+                for (int64_t lane = 0; lane < lanes; ++lane) {
+                  row[lane] = from[lane * lane_step];
+                }
               }
             }
-            std::fill(row + lanes, row + width, T(0));
+          }
+          for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {  // lanes past the channels: zeros
+            std::fill(p + ic * width + lanes, p + (ic + 1) * width, T(0));
           }
         }
       }

@@ -758,14 +758,15 @@ struct Kernels {
 
   // A pooling vector's lanes. ChannelLanes: CV * L channels of one output
   // pixel, CV vectors side by side to keep several loads in flight (C >= L).
-  // PixelLanes: the C channels of each of `outputs / C` neighbouring outputs
+  // PixelLanes: the C channels of each of `stored / C` neighbouring outputs
   // of full windows in a row (C < L; an NCHW plane has C = 1). Either way a
-  // vector's lanes are neighbours in the output, and `columns` is each lane's
-  // window origin, in input columns, from the first lane's.
+  // vector's first `stored` lanes are outputs, neighbours in the output, and
+  // `columns` is each lane's window origin, in input columns, from the first
+  // lane's.
   template <int CV>
   struct ChannelLanes {
     static constexpr int vectors = CV;
-    static constexpr int outputs = CV * L;  // over all CV vectors: L per vector
+    static constexpr int stored = L;
     static vec load(const T* window, int v) { return V::load(window + v * L); }
     static index_vec columns() { return index_vec{}; }
     static int64_t pixel(int) { return 0; }
@@ -774,16 +775,16 @@ struct Kernels {
 
   struct PixelLanes {
     static constexpr int vectors = 1;
-    int outputs;            // lanes stored; the rest read the window's first element
+    int stored;             // the rest of the lanes read the window's first element
     int64_t channels;
     int64_t step;           // > 0: lane l reads window[l * step] (C = 1, every lane stored)
     index_vec offsets;      // otherwise: lane l reads window[offsets[l]]
     index_vec column_of;
 
     PixelLanes(int64_t pixels, int64_t C, int64_t stride_w)
-        : outputs(static_cast<int>(pixels * C)), channels(C),
+        : stored(static_cast<int>(pixels * C)), channels(C),
           step(C == 1 && pixels == L ? stride_w : 0), offsets{}, column_of{} {
-      for (int l = 0; l < outputs; ++l) {
+      for (int l = 0; l < stored; ++l) {
         column_of[l] = l / C * stride_w;
         offsets[l] = column_of[l] * C + l % C;
       }
@@ -892,8 +893,8 @@ struct Kernels {
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
         const index_vec position = __builtin_convertvector(best_offset[v], index_vec) + origin;
-        store_lanes(a.output + out + v * L, best[v], lanes.outputs / CV);
-        store_lanes(a.indices + out + v * L, position, lanes.outputs / CV);
+        store_lanes(a.output + out + v * L, best[v], lanes.stored);
+        store_lanes(a.indices + out + v * L, position, lanes.stored);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
@@ -920,7 +921,7 @@ struct Kernels {
       for_each_output(a, vector_fn, scalar_fn);
     } else {
       for_each_output(a, [&](int64_t oh, int64_t ow, int64_t c, const auto& lanes) {
-        for (int l = 0; l < lanes.outputs; ++l) {  // the same outputs, one by one
+        for (int l = 0; l < lanes.vectors * lanes.stored; ++l) {  // the same outputs, one by one
           scalar_fn(oh, ow + lanes.pixel(l), c + lanes.channel(l));
         }
       }, scalar_fn);
@@ -980,7 +981,7 @@ struct Kernels {
       const int64_t out = (oh * a.out_w + ow) * C + c;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
-        store_lanes(a.output + out + v * L, sum[v] / divisor, lanes.outputs / CV);
+        store_lanes(a.output + out + v * L, sum[v] / divisor, lanes.stored);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
@@ -1032,7 +1033,8 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, &conv_pixels, weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
+    return {L, &conv_pixels,
+            weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
