@@ -309,3 +309,20 @@ def test_half_types_are_the_float32_result_rounded_once(dtype, layout):
     out = convext.conv2d(x, w, b, 1, 1)
     assert out.dtype == dtype and is_channels_last(out) == (layout == "channels_last")
     assert torch.equal(out, convext.conv2d(x.float(), w.float(), b.float(), 1, 1).to(dtype))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 6, 7, 9), (2, 17, 50, 50), (5, 144, 30, 30), (1, 1001, 3, 5), (2, 3, 100, 50), (4, 1, 1, 1)],
+    ids=str,
+)
+def test_bias_grad_sums_every_pixel(shape, dtype, layout, cpu_isa):
+    """channels_last: chunks of pixels, several side by side when few channels
+    fill a vector, then the pixels left over; NCHW: planes in several pieces."""
+    grad_output = with_layout(torch.randn(shape, dtype=dtype), layout)
+    assert_close(
+        torch.ops.convext.conv2d_backward_bias(grad_output),
+        grad_output.double().sum((0, 2, 3)).to(dtype),
+    )

@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "../conv2d.h"
@@ -23,25 +24,6 @@
 
 namespace convext::cpu {
 namespace {
-
-// Summed in double: a float sum of millions of terms drops the small ones once
-// it outgrows them.
-template <typename scalar_t>
-void conv2d_backward_bias_kernel(Nchw<const scalar_t> grad_output, at::IntArrayRef sizes,
-                                 scalar_t* grad_bias) {
-  const int64_t batch = sizes[0], channels = sizes[1], height = sizes[2], width = sizes[3];
-  parallel_over(channels, batch * height * width, [&](int64_t c) {
-    double acc = 0;
-    for (int64_t n = 0; n < batch; ++n) {
-      for (int64_t h = 0; h < height; ++h) {
-        for (int64_t w = 0; w < width; ++w) {
-          acc += static_cast<double>(grad_output(n, c, h, w));
-        }
-      }
-    }
-    grad_bias[c] = static_cast<scalar_t>(acc);
-  });
-}
 
 // src (N, C, H, W) in any layout, as an NHWC (nhwc) or NCHW buffer of
 // (height x width) images with zeros around: row i of src lands on row
@@ -135,6 +117,58 @@ class FoldedSums {
   std::vector<double> totals_;
   int64_t pending_ = 0;
 };
+
+// grad_bias[c], the sum of grad_output over (n, h, w): float sums of at most
+// kPartialPixels terms (channels_last: of a chunk's 512 pixels), folded into
+// double in a fixed order of fixed chunks, so deterministic for any thread count.
+template <typename T>
+void conv2d_backward_bias_simd(const at::Tensor& grad_output, T* grad_bias) {
+  const KernelsFor<T>& k = active_isa().get<T>();
+  const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
+  const int64_t pixels = grad_output.size(2) * grad_output.size(3);
+  std::vector<double> totals(channels, 0.0);
+  if (!grad_output.is_contiguous() && grad_output.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    // NHWC: a row of `per_row` pixels is a whole number of vectors, so few
+    // channels still fill the lanes. Chunks of rows, then the pixels left over.
+    const int64_t whole = k.lanes / std::gcd<int64_t>(channels, k.lanes);
+    const int64_t per_row = channels * whole <= 4096 ? whole : 1, width = per_row * channels;
+    const int64_t total_pixels = batch * pixels, rows = total_pixels / per_row;
+    const int64_t chunk_rows = std::max<int64_t>(1, 512 / per_row), chunks = ceil_div(rows, chunk_rows);
+    std::vector<double> partial((chunks + 1) * width, 0.0);
+    const T* data = grad_output.const_data_ptr<T>();
+    parallel_over(chunks + 1, chunk_rows * width, [&](int64_t chunk) {
+      std::vector<T> sums(width, T(0));
+      if (chunk < chunks) {
+        const int64_t first = chunk * chunk_rows;
+        k.column_sums(data + first * width, std::min(chunk_rows, rows - first), width, sums.data());
+      } else {
+        k.column_sums(data + rows * width, total_pixels - rows * per_row, channels, sums.data());
+      }
+      std::copy(sums.begin(), sums.end(), partial.begin() + chunk * width);
+    });
+    for (int64_t i = 0; i < (chunks + 1) * per_row; ++i) {
+      for (int64_t c = 0; c < channels; ++c) {
+        totals[c] += partial[i * channels + c];
+      }
+    }
+  } else {
+    // NCHW planes, each in pieces of kPartialPixels.
+    const at::Tensor planes = grad_output.contiguous();
+    const T* data = planes.const_data_ptr<T>();
+    std::vector<double> plane_totals(batch * channels, 0.0);
+    parallel_over(batch * channels, pixels, [&](int64_t plane) {
+      for (int64_t first = 0; first < pixels; first += kPartialPixels) {
+        plane_totals[plane] += k.sum(data + plane * pixels + first, std::min(kPartialPixels, pixels - first));
+      }
+    });
+    for (int64_t n = 0; n < batch; ++n) {
+      for (int64_t c = 0; c < channels; ++c) {
+        totals[c] += plane_totals[n * channels + c];
+      }
+    }
+  }
+  std::copy(totals.begin(), totals.end(), grad_bias);  // rounded to T
+}
 
 // A convolution on NHWC buffers, as the SIMD kernels see it.
 struct ConvNhwc {
@@ -730,8 +764,7 @@ at::Tensor conv2d_backward_bias_cpu(const at::Tensor& grad_output) {
   }
   at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), op, [&] {
-    conv2d_backward_bias_kernel<scalar_t>(read_view<scalar_t>(grad_output), grad_output.sizes(),
-                                          grad_bias.mutable_data_ptr<scalar_t>());
+    conv2d_backward_bias_simd<scalar_t>(grad_output, grad_bias.mutable_data_ptr<scalar_t>());
   });
   return grad_bias;
 }

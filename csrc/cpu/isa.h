@@ -166,6 +166,9 @@ struct KernelsFor {
   // FMAs; returns a value that depends on all of them.
   int fma_chains;
   T (*fma_loop)(int64_t iterations);
+  // sums[j] += data[r * width + j] summed over r < rows, for j < width.
+  void (*column_sums)(const T* data, int64_t rows, int64_t width, T* sums);
+  T (*sum)(const T* data, int64_t count);
   void (*max_pool)(const PoolArgs<T>&);
   // Zeroes grad_input, then scatters; false, grad_input untouched, when an
   // index lies outside the input plane.

@@ -233,6 +233,69 @@ struct Kernels {
     return total;
   }
 
+  // ---- sums -------------------------------------------------------------
+  // sums[j] += the sum of data[r * width + j] over r < rows, for j < width:
+  // blocks of four vectors of columns summed down the rows in registers.
+  template <int N>
+  static void column_block_sums(const T* data, int64_t rows, int64_t width, T* sums) {
+    vec acc[N];
+#pragma GCC unroll 4
+    for (int i = 0; i < N; ++i) {
+      acc[i] = V::load(sums + i * L);
+    }
+    for (int64_t r = 0; r < rows; ++r, data += width) {
+#pragma GCC unroll 4
+      for (int i = 0; i < N; ++i) {
+        acc[i] += V::load(data + i * L);
+      }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < N; ++i) {
+      V::store(sums + i * L, acc[i]);
+    }
+  }
+
+  static void column_sums(const T* data, int64_t rows, int64_t width, T* sums) {
+    int64_t j = 0;
+    for (; j + 4 * L <= width; j += 4 * L) {
+      column_block_sums<4>(data + j, rows, width, sums + j);
+    }
+    for (; j + L <= width; j += L) {
+      column_block_sums<1>(data + j, rows, width, sums + j);
+    }
+    for (; j < width; ++j) {
+      T total = sums[j];
+      for (int64_t r = 0; r < rows; ++r) {
+        total += data[r * width + j];
+      }
+      sums[j] = total;
+    }
+  }
+
+  // The sum of data[0, count): four vector sums, then their lanes.
+  static T sum(const T* data, int64_t count) {
+    vec acc[4] = {};
+    int64_t i = 0;
+    for (; i + 4 * L <= count; i += 4 * L) {
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        acc[v] += V::load(data + i + v * L);
+      }
+    }
+    for (; i + L <= count; i += L) {
+      acc[0] += V::load(data + i);
+    }
+    const vec all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    T total = 0;
+    for (int l = 0; l < L; ++l) {
+      total += all[l];
+    }
+    for (; i < count; ++i) {
+      total += data[i];
+    }
+    return total;
+  }
+
   // ---- depthwise convolution -------------------------------------------
   // Output indices [lo, hi) along one axis whose tap at `offset` (k * dilation)
   // reads inside [0, in_size) of the unpadded input.
@@ -1036,7 +1099,7 @@ struct Kernels {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
-            &depthwise_weight_grad, &transpose, kChains, &fma_loop,
+            &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
