@@ -233,6 +233,7 @@ def test_unbatched_input_gives_unbatched_output():
     (8, 3, 2, 1), (40, 3, 1, 2), (37, 3, 2, 1), (19, 5, 1, 1), (21, (2, 4), 2, 1),
     (5, 9, 2, 1),  # more taps than the per-pixel gather of the input gradient lists
     (150, 3, 2, 1),  # several channel vectors summed side by side, then single ones
+    (17, 3, 1, 1),  # stride 1, padding past the reach: the input gradient crops
 ])
 @pytest.mark.parametrize("padding", [0, 1, 4])
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -240,7 +241,9 @@ def test_depthwise_matches_torch(channels, kernel, stride, dilation, padding, la
     """Several vectors of channels and a partial one, with stride and dilation,
     for the 3x3 and 5x5 kernels, any other shape, and 81 taps; no padding, and
     padding wider than some windows' reach into the input (taps in it are
-    skipped, not read from a padded copy); channels_last read in place."""
+    skipped, not read from a padded copy); channels_last read in place. At
+    stride 1 the input gradient runs the forward kernel (flipped weights,
+    padding reach - padding, negative past the reach)."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = with_layout(torch.randn(2, channels, 12, 11, dtype=torch.float64), layout).requires_grad_()
     w = torch.randn(channels, 1, kh, kw, dtype=torch.float64, requires_grad=True)

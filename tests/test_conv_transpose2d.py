@@ -79,8 +79,8 @@ def test_random_cases_match_torch(seed, layout, dtype):
 
 @pytest.mark.parametrize("channels,kernel,stride", [(8, 3, 2), (37, 3, 1), (21, (2, 4), 2), (5, 9, 2)])
 def test_depthwise_with_bias_matches_torch(channels, kernel, stride, cpu_isa):
-    """The depthwise kernel gathers per output pixel and starts from the bias;
-    81 taps take the general path."""
+    """The depthwise kernels start from the bias: at stride 2 the gather per
+    output pixel, at stride 1 the forward kernel; 81 taps take the general path."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(2, channels, 9, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(channels, 1, kh, kw, dtype=torch.float64, requires_grad=True)

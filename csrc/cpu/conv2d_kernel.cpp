@@ -199,6 +199,17 @@ struct ConvNhwc {
   }
 
   static int64_t reach(const WindowAxis& a) { return a.dilation * (a.kernel - 1); }
+
+  // This depthwise convolution reading an unpadded in_h x in_w input whose
+  // padding the kernel skips: memory-bound, so no padded copy.
+  ConvNhwc unpadded(int64_t height, int64_t width, int64_t top, int64_t left) const {
+    ConvNhwc c = *this;
+    c.in_h = height;
+    c.in_w = width;
+    c.pad_h = top;
+    c.pad_w = left;
+    return c;
+  }
 };
 
 // Output channels per call of the dense kernel (vectors per block, block
@@ -518,15 +529,12 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
-  ConvNhwc c = ConvNhwc::forward(s);
-  if (c.depthwise()) {  // memory-bound: skip the padding in the kernel, not by a padded copy
-    c.in_h = s.h.in_size;
-    c.in_w = s.w.in_size;
-    c.pad_h = s.h.pad;
-    c.pad_w = s.w.pad;
+  const ConvNhwc c = ConvNhwc::forward(s);
+  if (c.depthwise()) {
+    return convolve<T>(k, c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad), input, 0, 0, 1, 1, weight,
+                       bias, false, format);
   }
-  return convolve<T>(k, c, input, s.h.pad - c.pad_h, s.w.pad - c.pad_w, 1, 1, weight, bias, false,
-                     format);
+  return convolve<T>(k, c, input, s.h.pad, s.w.pad, 1, 1, weight, bias, false, format);
 }
 
 // Depthwise input gradient, gathered per input pixel from grad_output as it is
@@ -571,6 +579,13 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                                       at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::input_gradient(s);
+  if (c.depthwise() && s.h.stride == 1 && s.w.stride == 1) {
+    // No zeros to spread in: the forward kernel, its padding (which may be
+    // negative: a crop) skipped, by the flipped weights.
+    const ConvNhwc unpadded = c.unpadded(grad_output.size(2), grad_output.size(3),
+                                         ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad);
+    return convolve<T>(k, unpadded, grad_output, 0, 0, 1, 1, weight, bias, true, format);
+  }
   if (c.depthwise() && s.h.kernel * s.w.kernel <= kMaxDepthwiseTaps) {
     return depthwise_backward_input<T>(k, s, grad_output, weight, bias, format);
   }
