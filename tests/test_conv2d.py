@@ -255,6 +255,28 @@ def test_depthwise_matches_torch(channels, kernel, stride, dilation, padding, la
     )
 
 
+@pytest.mark.parametrize("out_w", [16, 20, 32, 45])
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (1, 2, 0), (1, 1, 3), (2, 1, 1), (3, 2, 2)])
+def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa):
+    """NCHW depthwise convolutions whose output rows fill a vector run plane by
+    plane from a zero-bordered copy: rows of one vector, of between one and two
+    (the two overlap), of two, and longer (the last block overlaps the one
+    before), 4 rows at a time and then single ones; strides 1, 2 and 3; at
+    stride 1 the input gradient runs the same kernel, cropping where the
+    padding passes the kernel's reach."""
+    kernel, channels = 3, 3
+    width = (out_w - 1) * stride + dilation * (kernel - 1) + 1 - 2 * padding
+    x = torch.randn(2, channels, 7, width, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(channels, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    out, *_ = assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, padding, dilation, channels),
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, channels),
+        [x, w, b],
+    )
+    assert out.shape[3] == out_w
+
+
 def test_empty_batch_gives_empty_output_and_zero_weight_grad():
     x = torch.randn(0, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)

@@ -433,6 +433,59 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   });
 }
 
+// NCHW depthwise convolutions whose output rows fill a vector run on planes;
+// smaller ones would pay a plane's setup for a few vectors, and go to NHWC.
+bool use_depthwise_planes(const ConvNhwc& c, int lanes, at::MemoryFormat format) {
+  return c.depthwise() && format == at::MemoryFormat::Contiguous && c.out_w >= lanes;
+}
+
+// Depthwise convolution c (unpadded: its padding, possibly negative, in
+// c.pad_h/pad_w) of NCHW src into NCHW planes. Each plane is placed in a
+// zero-bordered scratch plane of its thread, in cache: no padded copy of the
+// whole tensor, no transposes.
+template <typename T>
+at::Tensor depthwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
+                            const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
+  const at::Tensor planes = src.contiguous();
+  const int64_t channels = c.groups, taps = c.kernel_h * c.kernel_w;
+  std::vector<T> packed(channels * taps);  // flipped for the transposed convolution
+  const Nchw<const T> w = read_view<T>(weight);
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+        packed[ch * taps + kh * c.kernel_w + kw] =
+            transposed ? w(ch, 0, c.kernel_h - 1 - kh, c.kernel_w - 1 - kw) : w(ch, 0, kh, kw);
+      }
+    }
+  }
+  // The scratch plane: the rows and columns the taps read, then the slack.
+  const int64_t scratch_h = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
+  const int64_t reach_w = (c.out_w - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
+  const int64_t scratch_w = reach_w + planar_slack(c.stride_w, k.lanes);
+  const Range rows{std::max<int64_t>(0, -c.pad_h), std::min(c.in_h, scratch_h - c.pad_h)};
+  const Range cols{std::max<int64_t>(0, -c.pad_w), std::min(c.in_w, reach_w - c.pad_w)};
+  at::Tensor result = at::empty({c.batch, channels, c.out_h, c.out_w}, weight.options());
+  const T* in = planes.const_data_ptr<T>();
+  T* out = result.mutable_data_ptr<T>();
+  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, out_plane * taps));
+  at::parallel_for(0, c.batch * channels, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(scratch_h * scratch_w, T(0));  // its border stays zero
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t ch = plane % channels;
+      for (int64_t ih = rows.begin; ih < rows.end && cols.end > cols.begin; ++ih) {
+        const T* row = in + plane * in_plane + ih * c.in_w;
+        std::copy(row + cols.begin, row + cols.end, scratch.data() + (ih + c.pad_h) * scratch_w + cols.begin + c.pad_w);
+      }
+      k.depthwise_plane({scratch.data(), scratch_w, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
+                         c.dilation_w, packed.data() + ch * taps,
+                         bias ? bias->const_data_ptr<T>()[ch * bias->stride(0)] : T(0), out + plane * out_plane,
+                         c.out_h, c.out_w});
+    }
+  });
+  return result;
+}
+
 // Runs convolution c on src, placed in a buffer as the kernels read it (row i
 // of src at pad_top + i * step_h, likewise columns), and returns the result in
 // torch's layout: planar kernels on NCHW planes when channel lanes would be
@@ -531,8 +584,10 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   if (c.depthwise()) {
-    return convolve<T>(k, c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad), input, 0, 0, 1, 1, weight,
-                       bias, false, format);
+    const ConvNhwc unpadded = c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad);
+    return use_depthwise_planes(c, k.lanes, format)
+               ? depthwise_planes<T>(k, unpadded, input, weight, bias, false)
+               : convolve<T>(k, unpadded, input, 0, 0, 1, 1, weight, bias, false, format);
   }
   return convolve<T>(k, c, input, s.h.pad, s.w.pad, 1, 1, weight, bias, false, format);
 }
@@ -584,7 +639,9 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
     // negative: a crop) skipped, by the flipped weights.
     const ConvNhwc unpadded = c.unpadded(grad_output.size(2), grad_output.size(3),
                                          ConvNhwc::reach(s.h) - s.h.pad, ConvNhwc::reach(s.w) - s.w.pad);
-    return convolve<T>(k, unpadded, grad_output, 0, 0, 1, 1, weight, bias, true, format);
+    return use_depthwise_planes(c, k.lanes, format)
+               ? depthwise_planes<T>(k, unpadded, grad_output, weight, bias, true)
+               : convolve<T>(k, unpadded, grad_output, 0, 0, 1, 1, weight, bias, true, format);
   }
   if (c.depthwise() && s.h.kernel * s.w.kernel <= kMaxDepthwiseTaps) {
     return depthwise_backward_input<T>(k, s, grad_output, weight, bias, format);

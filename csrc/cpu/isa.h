@@ -67,6 +67,20 @@ struct PlanarArgs {
   int64_t out_channels;   // valid output channels of the call
 };
 
+// Depthwise convolution of one NCHW plane from its zero-padded copy: tap
+// (kh, kw) of output (oh, ow) reads row oh * stride_h + kh * dilation_h, column
+// ow * stride_w + kw * dilation_w. Rows have the slack of planar_slack.
+template <typename T>
+struct DepthwisePlaneArgs {
+  const T* input;
+  int64_t in_w;           // elements between rows of the copy
+  int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  const T* weight;        // the plane's kernel_h * kernel_w taps
+  T bias;
+  T* output;              // the output plane, out_h x out_w
+  int64_t out_h, out_w;   // out_w >= lanes
+};
+
 // Weights of a planar convolution's gradient for one input channel and tap and
 // up to planar_block output channels: over `batch` images and their output
 // rows, grad_output's row times the input's row under the tap, added to sums.
@@ -155,6 +169,7 @@ struct KernelsFor {
   int planar_block;       // output channels per planar call
   void (*planar_rows)(const PlanarArgs<T>&);
   void (*planar_weight_grad)(const PlanarGradArgs<T>&);
+  void (*depthwise_plane)(const DepthwisePlaneArgs<T>&);
   // Depthwise weight gradient of every tap for `lanes` channels:
   // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);

@@ -14,6 +14,7 @@ namespace CONVEXT_ISA_NAMESPACE {
 
 using convext::cpu::ConvPixelsArgs;
 using convext::cpu::DepthwiseArgs;
+using convext::cpu::DepthwisePlaneArgs;
 using convext::cpu::PlanarArgs;
 using convext::cpu::PlanarGradArgs;
 using convext::cpu::PoolArgs;
@@ -730,6 +731,70 @@ struct Kernels {
     planar_weight_grad_dispatch(a, std::make_integer_sequence<int, PB>{});
   }
 
+  // ---- depthwise convolution on NCHW planes -----------------------------
+  // R output rows from oh, two vectors of columns at a time (R * 2 independent
+  // sums). A row's last block ends at its last column, overlapping the one
+  // before (it writes the same values again), and a row shorter than two
+  // vectors overlaps its two: every store is a whole vector. Stride: the
+  // column stride when 1 or 2 (plain or paired loads), 0 for any other.
+  template <int R, int Stride>
+  static void depthwise_plane_rows(const DepthwisePlaneArgs<T>& a, int64_t oh) {
+    const int64_t step = Stride ? Stride : a.stride_w;
+    const auto load = [step](const T* p) {
+      if constexpr (Stride == 1) {
+        return V::load(p);
+      } else if constexpr (Stride == 2) {
+        return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+      } else {
+        return load_strided(p, step);
+      }
+    };
+    const int64_t row_step = a.stride_h * a.in_w;
+    for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
+      const int64_t first = ow + 2 * L <= a.out_w ? ow : a.out_w >= 2 * L ? a.out_w - 2 * L : 0;
+      const int64_t second = a.out_w >= 2 * L ? first + L : a.out_w - L;
+      vec acc[R][2];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = acc[r][1] = V::broadcast(a.bias);
+      }
+      const T* column = a.input + oh * row_step;
+      const T* w = a.weight;
+      for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+        const T* x = column + kh * a.dilation_h * a.in_w;
+        for (int64_t kw = 0; kw < a.kernel_w; ++kw, ++w, x += a.dilation_w) {
+          const vec wv = V::broadcast(*w);
+#pragma GCC unroll 4
+          for (int r = 0; r < R; ++r) {
+            acc[r][0] += wv * load(x + r * row_step + first * step);
+            acc[r][1] += wv * load(x + r * row_step + second * step);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        V::store(a.output + (oh + r) * a.out_w + first, acc[r][0]);
+        V::store(a.output + (oh + r) * a.out_w + second, acc[r][1]);
+      }
+    }
+  }
+
+  template <int Stride>
+  static void depthwise_plane_for(const DepthwisePlaneArgs<T>& a) {
+    constexpr int R = Registers >= 32 ? 4 : 2;
+    int64_t oh = 0;
+    for (; oh + R <= a.out_h; oh += R) {
+      depthwise_plane_rows<R, Stride>(a, oh);
+    }
+    for (; oh < a.out_h; ++oh) {
+      depthwise_plane_rows<1, Stride>(a, oh);
+    }
+  }
+
+  static void depthwise_plane(const DepthwisePlaneArgs<T>& a) {
+    a.stride_w == 1 ? depthwise_plane_for<1>(a) : a.stride_w == 2 ? depthwise_plane_for<2>(a) : depthwise_plane_for<0>(a);
+  }
+
   // ---- layout changes --------------------------------------------------
   // Stage K of an L x L transpose swaps bit K of the row index with bit K of
   // the lane index: row i (bit K clear) and row i | 2^K trade half their lanes.
@@ -1098,7 +1163,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
-            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad,
+            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad, &depthwise_plane,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
