@@ -263,7 +263,8 @@ def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa)
     (the two overlap), of two, and longer (the last block overlaps the one
     before), 4 rows at a time and then single ones; strides 1, 2 and 3; at
     stride 1 the input gradient runs the same kernel, cropping where the
-    padding passes the kernel's reach."""
+    padding passes the kernel's reach. The weight gradient sums the same rows,
+    the overlapping lanes selected away."""
     kernel, channels = 3, 3
     width = (out_w - 1) * stride + dilation * (kernel - 1) + 1 - 2 * padding
     x = torch.randn(2, channels, 7, width, dtype=torch.float64, requires_grad=True)

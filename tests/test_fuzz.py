@@ -190,6 +190,25 @@ def test_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, 
 
 
 @FUZZ
+@given(batch=st.integers(0, 3), channels=st.integers(1, 4), h=small, w=st.integers(16, 50), kh=window, kw=window,
+       stride=st.integers(1, 3), padding=st.integers(0, 3), dilation=st.integers(1, 3), bias=st.booleans(),
+       seed=common["seed"], dtype=common["dtype"], special=common["special"])
+def test_wide_depthwise_agrees_with_torch(batch, channels, h, w, kh, kw, stride, padding, dilation, bias, seed, dtype,
+                                          special):
+    """NCHW depthwise rows of at least a vector: the plane kernels."""
+    g = torch.Generator().manual_seed(seed)
+    x = make_values((batch, channels, h, w), dtype, g, special)
+    wt = make_weight((channels, 1, kh, kw), dtype, g)
+    b = make_weight((channels,), dtype, g) if bias else None
+    inputs = [t.requires_grad_() if t is not None else None for t in (x, wt, b)]
+    args = (stride, padding, dilation, channels)
+    if min(size + 2 * padding - dilation * (k - 1) for size, k in ((h, kh), (w, kw))) < 1:
+        return event("window larger than the padded input")
+    check(lambda x, w, b: convext.conv2d(x, w, b, *args), lambda x, w, b: F.conv2d(x, w, b, *args), inputs,
+          bound_inputs=magnitudes(inputs))
+
+
+@FUZZ
 @given(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 3), out_group=st.integers(1, 3),
        h=small, w=small, kh=window, kw=window, stride=positive, padding=st.integers(0, 3),
        output_padding=st.integers(0, 3), dilation=positive, bias=st.booleans(), **common)

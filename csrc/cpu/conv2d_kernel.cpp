@@ -439,10 +439,41 @@ bool use_depthwise_planes(const ConvNhwc& c, int lanes, at::MemoryFormat format)
   return c.depthwise() && format == at::MemoryFormat::Contiguous && c.out_w >= lanes;
 }
 
-// Depthwise convolution c (unpadded: its padding, possibly negative, in
-// c.pad_h/pad_w) of NCHW src into NCHW planes. Each plane is placed in a
-// zero-bordered scratch plane of its thread, in cache: no padded copy of the
-// whole tensor, no transposes.
+// The zero-bordered copy of one NCHW plane that the depthwise plane kernels
+// read, for depthwise convolution c (unpadded: its padding, possibly negative,
+// in c.pad_h/pad_w): the rows and columns the taps read, then the slack of a
+// row's last vectors. A thread places plane after plane in its own copy, in
+// cache; the border it never writes stays zero.
+struct ScratchPlane {
+  int64_t height, width;  // of the copy
+  int64_t in_w, pad_h, pad_w;
+  Range rows, cols;       // of the plane that land in the copy
+
+  ScratchPlane(const ConvNhwc& c, int lanes)
+      : height((c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1),
+        width((c.out_w - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1),
+        in_w(c.in_w), pad_h(c.pad_h), pad_w(c.pad_w),
+        rows{std::max<int64_t>(0, -c.pad_h), std::min(c.in_h, height - c.pad_h)},
+        cols{std::max<int64_t>(0, -c.pad_w), std::min(c.in_w, width - c.pad_w)} {
+    width += planar_slack(c.stride_w, lanes);
+  }
+
+  template <typename T>
+  std::vector<T> zeros() const {
+    return std::vector<T>(height * width, T(0));
+  }
+
+  template <typename T>
+  void place(const T* plane, std::vector<T>& copy) const {
+    for (int64_t ih = rows.begin; ih < rows.end && cols.end > cols.begin; ++ih) {
+      std::copy(plane + ih * in_w + cols.begin, plane + ih * in_w + cols.end,
+                copy.data() + (ih + pad_h) * width + cols.begin + pad_w);
+    }
+  }
+};
+
+// Depthwise convolution c (unpadded, as for ScratchPlane) of NCHW src into
+// NCHW planes: no padded copy of the whole tensor, no transposes.
 template <typename T>
 at::Tensor depthwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
                             const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
@@ -458,32 +489,66 @@ at::Tensor depthwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
       }
     }
   }
-  // The scratch plane: the rows and columns the taps read, then the slack.
-  const int64_t scratch_h = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
-  const int64_t reach_w = (c.out_w - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
-  const int64_t scratch_w = reach_w + planar_slack(c.stride_w, k.lanes);
-  const Range rows{std::max<int64_t>(0, -c.pad_h), std::min(c.in_h, scratch_h - c.pad_h)};
-  const Range cols{std::max<int64_t>(0, -c.pad_w), std::min(c.in_w, reach_w - c.pad_w)};
+  const ScratchPlane scratch(c, k.lanes);
   at::Tensor result = at::empty({c.batch, channels, c.out_h, c.out_w}, weight.options());
   const T* in = planes.const_data_ptr<T>();
   T* out = result.mutable_data_ptr<T>();
   const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, out_plane * taps));
   at::parallel_for(0, c.batch * channels, grain, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(scratch_h * scratch_w, T(0));  // its border stays zero
+    std::vector<T> copy = scratch.zeros<T>();
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t ch = plane % channels;
-      for (int64_t ih = rows.begin; ih < rows.end && cols.end > cols.begin; ++ih) {
-        const T* row = in + plane * in_plane + ih * c.in_w;
-        std::copy(row + cols.begin, row + cols.end, scratch.data() + (ih + c.pad_h) * scratch_w + cols.begin + c.pad_w);
-      }
-      k.depthwise_plane({scratch.data(), scratch_w, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
+      scratch.place(in + plane * in_plane, copy);
+      k.depthwise_plane({copy.data(), scratch.width, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
                          c.dilation_w, packed.data() + ch * taps,
                          bias ? bias->const_data_ptr<T>()[ch * bias->stride(0)] : T(0), out + plane * out_plane,
                          c.out_h, c.out_w});
     }
   });
   return result;
+}
+
+// The weight gradient of depthwise convolution c (unpadded, as for
+// ScratchPlane) on NCHW planes: each plane's tap sums in float over bands of
+// at most kPartialPixels pixels, folded into double, then summed over the
+// images in order: deterministic for any thread count.
+template <typename T>
+void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& grad_output,
+                                  const at::Tensor& input, const at::Tensor& grad_weight) {
+  const at::Tensor x = input.contiguous(), gy = grad_output.contiguous();
+  const int64_t channels = c.groups, taps = c.kernel_h * c.kernel_w;
+  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
+  const int64_t band = std::max<int64_t>(1, kPartialPixels / c.out_w);  // rows
+  const ScratchPlane scratch(c, k.lanes);
+  std::vector<double> plane_sums(c.batch * channels * taps, 0.0);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, out_plane * taps));
+  at::parallel_for(0, c.batch * channels, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> copy = scratch.zeros<T>(), sums(taps);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      scratch.place(x.const_data_ptr<T>() + plane * in_plane, copy);
+      for (int64_t oh = 0; oh < c.out_h; oh += band) {
+        std::fill(sums.begin(), sums.end(), T(0));
+        k.depthwise_plane_weight_grad({copy.data() + oh * c.stride_h * scratch.width, scratch.width, c.kernel_h,
+                                       c.kernel_w, c.stride_h, c.stride_w, c.dilation_h, c.dilation_w,
+                                       gy.const_data_ptr<T>() + plane * out_plane + oh * c.out_w,
+                                       std::min(band, c.out_h - oh), c.out_w, sums.data()});
+        for (int64_t t = 0; t < taps; ++t) {
+          plane_sums[plane * taps + t] += sums[t];
+        }
+      }
+    }
+  });
+  Nchw<T> gw = write_view<T>(grad_weight);
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    for (int64_t t = 0; t < taps; ++t) {
+      double total = 0;
+      for (int64_t n = 0; n < c.batch; ++n) {
+        total += plane_sums[(n * channels + ch) * taps + t];
+      }
+      gw(ch, 0, t / c.kernel_w, t % c.kernel_w) = static_cast<T>(total);
+    }
+  }
 }
 
 // Runs convolution c on src, placed in a buffer as the kernels read it (row i
@@ -664,6 +729,10 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const ConvNhwc c = ConvNhwc::forward(s);
   if (use_planar(c, k.lanes)) {
     return conv2d_backward_weight_planar<T>(k, s, grad_output, input, grad_weight);
+  }
+  if (use_depthwise_planes(c, k.lanes, format)) {
+    return depthwise_planes_weight_grad<T>(k, c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad),
+                                           grad_output, input, grad_weight);
   }
   const bool depthwise = c.depthwise();
   const bool by_output = !depthwise && s.in_per_group() < s.out_per_group();

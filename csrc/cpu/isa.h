@@ -81,6 +81,19 @@ struct DepthwisePlaneArgs {
   int64_t out_h, out_w;   // out_w >= lanes
 };
 
+// The weight gradient of DepthwisePlaneArgs' convolution over a band of one
+// plane's output rows: sums[kh * kernel_w + kw] += grad_output times the input
+// under tap (kh, kw), read from the same zero-padded copy.
+template <typename T>
+struct DepthwisePlaneGradArgs {
+  const T* input;         // the padded copy, at the band's first row
+  int64_t in_w;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  const T* grad_output;   // the band's first row
+  int64_t out_h, out_w;   // rows in the band; out_w >= lanes
+  T* sums;
+};
+
 // Weights of a planar convolution's gradient for one input channel and tap and
 // up to planar_block output channels: over `batch` images and their output
 // rows, grad_output's row times the input's row under the tap, added to sums.
@@ -170,6 +183,7 @@ struct KernelsFor {
   void (*planar_rows)(const PlanarArgs<T>&);
   void (*planar_weight_grad)(const PlanarGradArgs<T>&);
   void (*depthwise_plane)(const DepthwisePlaneArgs<T>&);
+  void (*depthwise_plane_weight_grad)(const DepthwisePlaneGradArgs<T>&);
   // Depthwise weight gradient of every tap for `lanes` channels:
   // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);

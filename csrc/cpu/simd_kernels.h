@@ -15,6 +15,7 @@ namespace CONVEXT_ISA_NAMESPACE {
 using convext::cpu::ConvPixelsArgs;
 using convext::cpu::DepthwiseArgs;
 using convext::cpu::DepthwisePlaneArgs;
+using convext::cpu::DepthwisePlaneGradArgs;
 using convext::cpu::PlanarArgs;
 using convext::cpu::PlanarGradArgs;
 using convext::cpu::PoolArgs;
@@ -737,18 +738,22 @@ struct Kernels {
   // before (it writes the same values again), and a row shorter than two
   // vectors overlaps its two: every store is a whole vector. Stride: the
   // column stride when 1 or 2 (plain or paired loads), 0 for any other.
+  // load_strided with the step known at compile time when 1 or 2 (Stride 0: any).
+  template <int Stride>
+  static vec load_step(const T* p, int64_t step) {
+    if constexpr (Stride == 1) {
+      return V::load(p);
+    } else if constexpr (Stride == 2) {
+      return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+    } else {
+      return load_strided(p, step);
+    }
+  }
+
   template <int R, int Stride>
   static void depthwise_plane_rows(const DepthwisePlaneArgs<T>& a, int64_t oh) {
     const int64_t step = Stride ? Stride : a.stride_w;
-    const auto load = [step](const T* p) {
-      if constexpr (Stride == 1) {
-        return V::load(p);
-      } else if constexpr (Stride == 2) {
-        return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
-      } else {
-        return load_strided(p, step);
-      }
-    };
+    const auto load = [step](const T* p) { return load_step<Stride>(p, step); };
     const int64_t row_step = a.stride_h * a.in_w;
     for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
       const int64_t first = ow + 2 * L <= a.out_w ? ow : a.out_w >= 2 * L ? a.out_w - 2 * L : 0;
@@ -791,8 +796,80 @@ struct Kernels {
     }
   }
 
+  // f(std::integral_constant<int, Stride>) for load_step's Stride of step.
+  template <typename F>
+  static void with_stride(int64_t step, F f) {
+    if (step == 1) {
+      f(std::integral_constant<int, 1>{});
+    } else if (step == 2) {
+      f(std::integral_constant<int, 2>{});
+    } else {
+      f(std::integral_constant<int, 0>{});
+    }
+  }
+
   static void depthwise_plane(const DepthwisePlaneArgs<T>& a) {
-    a.stride_w == 1 ? depthwise_plane_for<1>(a) : a.stride_w == 2 ? depthwise_plane_for<2>(a) : depthwise_plane_for<0>(a);
+    with_stride(a.stride_w, [&](auto stride) { depthwise_plane_for<decltype(stride)::value>(a); });
+  }
+
+  // N taps of kernel row kh from kw0, summed over the band: each grad_output
+  // vector is loaded once for them. A row's last vector ends at its last
+  // column, overlapping the one before; the lanes already summed are selected
+  // away (whatever the input there, inf or NaN).
+  template <int N, int Stride>
+  static void depthwise_plane_taps(const DepthwisePlaneGradArgs<T>& a, int64_t kh, int64_t kw0) {
+    const int64_t step = Stride ? Stride : a.stride_w, overlap = a.out_w % L ? L - a.out_w % L : 0;
+    lane_int fresh{};
+    for (int l = 0; l < L; ++l) {
+      fresh[l] = l >= overlap ? -1 : 0;
+    }
+    vec acc[N] = {};
+    for (int64_t oh = 0; oh < a.out_h; ++oh) {
+      const T* g = a.grad_output + oh * a.out_w;
+      const T* x = a.input + (oh * a.stride_h + kh * a.dilation_h) * a.in_w + kw0 * a.dilation_w;
+      int64_t ow = 0;
+      for (; ow + L <= a.out_w; ow += L) {
+        const vec gv = V::load(g + ow);
+#pragma GCC unroll 4
+        for (int t = 0; t < N; ++t) {
+          acc[t] += gv * load_step<Stride>(x + ow * step + t * a.dilation_w, step);
+        }
+      }
+      if (overlap) {
+        ow = a.out_w - L;
+        const vec gv = V::load(g + ow);
+#pragma GCC unroll 4
+        for (int t = 0; t < N; ++t) {
+          const vec product = gv * load_step<Stride>(x + ow * step + t * a.dilation_w, step);
+          acc[t] += fresh ? product : vec{};
+        }
+      }
+    }
+    for (int t = 0; t < N; ++t) {
+      T sum = 0;
+      for (int l = 0; l < L; ++l) {
+        sum += acc[t][l];
+      }
+      a.sums[kh * a.kernel_w + kw0 + t] += sum;
+    }
+  }
+
+  static void depthwise_plane_weight_grad(const DepthwisePlaneGradArgs<T>& a) {
+    with_stride(a.stride_w, [&](auto stride) {
+      constexpr int S = decltype(stride)::value;
+      for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+        int64_t kw = 0;
+        for (; kw + 4 <= a.kernel_w; kw += 4) {
+          depthwise_plane_taps<4, S>(a, kh, kw);
+        }
+        switch (a.kernel_w - kw) {
+          case 3: depthwise_plane_taps<3, S>(a, kh, kw); break;
+          case 2: depthwise_plane_taps<2, S>(a, kh, kw); break;
+          case 1: depthwise_plane_taps<1, S>(a, kh, kw); break;
+          default: break;
+        }
+      }
+    });
   }
 
   // ---- layout changes --------------------------------------------------
@@ -1163,7 +1240,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
-            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad, &depthwise_plane,
+            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
