@@ -134,6 +134,9 @@ def _ddp_worker(rank, world_size, init_file, result_file):
         grads = _train(model, batches)
         if rank == 0:
             torch.save({"grads": grads, "state": model.module.state_dict()}, result_file)
+        # Both ranks done before either tears gloo down: a worker thread of one
+        # still talking to the other aborted the process now and then.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
