@@ -187,6 +187,22 @@ def test_weight_grad_tile_shapes_match_torch(in_channels, out_channels, kernel, 
     )
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
+    """More weight-gradient tiles than a thread's block of partial sums holds
+    (675 tiles on AVX-512, in blocks of 256), over more pixels than one fold
+    (4232): every block sums every chunk, and its totals hold both the folded
+    pixels and the pending ones."""
+    x = with_layout(torch.randn(2, 40, 46, 46, dtype=torch.float64), layout)
+    w = torch.randn(200, 40, 3, 3, dtype=torch.float64)
+    grad_output = torch.randn(2, 200, 46, 46, dtype=torch.float64)
+    assert_close(
+        torch.ops.convext.conv2d_backward_weight(grad_output, x, w, [1, 1], [1, 1], [1, 1], 1),
+        torch.ops.aten.convolution_backward(grad_output, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                            [False, True, False])[1],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2
