@@ -230,7 +230,9 @@ def test_few_channels_per_group_match_torch(in_channels, out_channels, groups, k
 def test_planar_weight_grad_chunks_match_torch(batch, height, width, cpu_isa):
     """The lanes-along-rows weight gradient sums a chunk of rows and images per
     call, sized so that a tile's planes stay in L1: chunks that cut images and
-    chunks that hold several, with rows of a whole vector and a partial one.
+    chunks that hold several, with rows of several vectors and a tail (the
+    last vector overlaps the one before; grad_output read in place) and rows
+    shorter than a vector (read past their end from a copy with slack).
     1 -> 2 channels in float32: lanes along rows on every ISA."""
     x = torch.randn(batch, 1, height, width, requires_grad=True)
     w = torch.randn(2, 1, 3, 3, requires_grad=True)

@@ -582,8 +582,10 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
   const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
   const at::Tensor x = padded_buffer<T>(k, input, false, in_h, in_w, s.h.pad, s.w.pad, 1, 1,
                                         planar_slack(s.w.stride, k.lanes));
-  // Slack: the masked last vector of a row.
-  const at::Tensor gy = padded_buffer<T>(k, grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1, k.lanes);
+  // Rows of at least a vector are read in place; shorter ones read a vector
+  // past their end, so a copy gets that slack.
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
+                                         s.w.out_size >= k.lanes ? 0 : k.lanes);
   const T* xs = x.const_data_ptr<T>();
   const T* g_data = gy.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;

@@ -682,25 +682,29 @@ struct Kernels {
   }
 
   // Row dot products, added to sums. Each vector position of a row is summed
-  // down the rows in one loop of loads and FMAs. A row's last vector reads
-  // lanes past the row's end (both buffers have slack); their column sums are
-  // selected away, so whatever they held, inf or NaN, never reaches a sum.
+  // down the rows in one loop of loads and FMAs. A row's last vector ends at
+  // its last column, overlapping the one before; a row shorter than a vector
+  // reads lanes past its end (both buffers have slack). Either way the lanes
+  // not to be summed are selected away from the column sums, so whatever they
+  // held, inf or NaN, never reaches a sum.
   template <int OC>
   static void planar_weight_grad_for(const PlanarGradArgs<T>& a) {
+    const bool short_rows = a.out_w < L;
+    const int64_t tail = a.out_w % L, full = a.out_w - tail;
     lane_int keep{};
     for (int l = 0; l < L; ++l) {
-      keep[l] = l < a.out_w % L ? -1 : 0;
+      keep[l] = (short_rows ? l < tail : l >= L - tail) ? -1 : 0;
     }
-    const int64_t full = a.out_w / L * L;
     const int64_t x_row = a.stride_h * a.in_w;
     vec acc[OC] = {};
     for (int64_t n = 0; n < a.batch; ++n) {
       const T* g_image = a.grad_output + n * a.grad_image;
       const T* x_image = a.input + n * a.input_image;
       for (int64_t ow = 0; ow < a.out_w; ow += L) {
+        const int64_t first = ow < full || short_rows ? ow : a.out_w - L;
         vec column[OC] = {};
-        const T* g = g_image + ow;
-        const T* x = x_image + ow * a.stride_w;
+        const T* g = g_image + first;
+        const T* x = x_image + first * a.stride_w;
         for (int64_t oh = 0; oh < a.out_h; ++oh, g += a.out_w, x += x_row) {
           const vec xv = load_strided(x, a.stride_w);
 #pragma GCC unroll 8
