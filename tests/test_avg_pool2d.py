@@ -80,6 +80,27 @@ def test_few_channels_match_torch(layout, channels, stride_w, cpu_isa):
         assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
 
 
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [
+    (2, 2, 0, False),  # windows tile the input
+    (2, 3, 0, False),  # gaps between windows
+    (3, 3, 1, True),   # windows clipped by the padding, the last one past the input
+    ((2, 1), (3, 2), (1, 0), False),  # gaps in rows only, the first row in the padding
+])
+@pytest.mark.parametrize("channels", [1, 5, 40])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_disjoint_windows_backward_matches_torch(kernel, stride, padding, ceil_mode, channels, layout, cpu_isa):
+    """Windows that share no input: the backward stores each share and zeroes
+    only the inputs no window covers, so none may be left as the allocator
+    gave it (the memory before the call is filled with NaN to show that)."""
+    x = with_layout(torch.randn(2, channels, 11, 13, dtype=torch.float64), layout)
+    args = ([kernel] * 2 if isinstance(kernel, int) else kernel, [stride] * 2 if isinstance(stride, int) else stride,
+            [padding] * 2 if isinstance(padding, int) else padding, ceil_mode, True, None)
+    grad_output = torch.randn_like(torch.ops.aten.avg_pool2d(x, *args))
+    expected = torch.ops.aten.avg_pool2d_backward(grad_output, x, *args)
+    torch.full_like(x, float("nan"))  # freed at once: grad_input likely reuses it
+    assert_close(torch.ops.convext.avg_pool2d_backward(grad_output, x, *args), expected)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = with_layout(torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device), layout).requires_grad_()

@@ -1207,11 +1207,67 @@ struct Kernels {
     for_each_output(a, vector_fn, scalar_fn);
   }
 
+  // Whether the windows along an axis never share an input (stride >= kernel).
+  static bool disjoint(const convext::cpu::PoolTaps* taps, int64_t count) {
+    for (int64_t i = 1; i < count; ++i) {
+      if (taps[i].first < taps[i - 1].first + taps[i - 1].count) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Calls f(start, length, in_window) for the runs of [begin, end) in order:
+  // the gaps no window covers and the windows (sorted, disjoint) themselves.
+  template <typename F>
+  static void between_windows(const convext::cpu::PoolTaps* taps, int64_t windows, int64_t begin, int64_t end,
+                              F f) {
+    int64_t next = begin;
+    for (int64_t i = 0; i < windows; ++i) {
+      const int64_t first = taps[i].first > next ? taps[i].first : next;
+      if (first > next) {
+        f(next, first - next, false);
+      }
+      const int64_t last = taps[i].first + taps[i].count;
+      if (last > first) {
+        f(first, last - first, true);
+      }
+      next = last > first ? last : first;
+    }
+    if (end > next) {
+      f(next, end - next, false);
+    }
+  }
+
   // Each output's share, grad_output / divisor (computed once, as torch does),
-  // added to every input of its window.
+  // given to every input of its window. Disjoint windows (2x2/2) store it, and
+  // only the inputs no window covers are zeroed: one write per input instead
+  // of a zeroing pass and a read-modify-write.
   static void avg_pool_backward(const PoolArgs<T>& a) {
     const int64_t C = a.channels;
-    zero(a.grad_input, a.in_h * a.in_w * C);
+    const bool store = disjoint(a.rows, a.out_h) && disjoint(a.cols, a.out_w);
+    if (store) {
+      bool column_gaps = false;
+      between_windows(a.cols, a.out_w, 0, a.in_w, [&](int64_t, int64_t, bool in_window) {
+        column_gaps = column_gaps || !in_window;
+      });
+      between_windows(a.rows, a.out_h, 0, a.in_h, [&](int64_t ih, int64_t rows, bool covered) {
+        if (!covered) {
+          zero(a.grad_input + ih * a.in_w * C, rows * a.in_w * C);
+          return;
+        }
+        for (int64_t r = ih; r < ih + rows && column_gaps; ++r) {
+          between_windows(a.cols, a.out_w, 0, a.in_w, [&](int64_t iw, int64_t cols, bool in_window) {
+            if (!in_window) {
+              zero(a.grad_input + (r * a.in_w + iw) * C, cols * C);
+            }
+          });
+        }
+      });
+    } else {
+      zero(a.grad_input, a.in_h * a.in_w * C);
+    }
+    const auto give = [store](T* gi, vec share) { V::store(gi, store ? share : V::load(gi) + share); };
     for (int64_t oh = 0; oh < a.out_h; ++oh) {
       const auto& rt = a.rows[oh];
       for (int64_t ow = 0; ow < a.out_w; ++ow) {
@@ -1223,8 +1279,7 @@ struct Kernels {
           const vec share = V::load(g + c) / divisor;
           for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
             for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-              T* gi = a.grad_input + (ih * a.in_w + iw) * C + c;
-              V::store(gi, V::load(gi) + share);
+              give(a.grad_input + (ih * a.in_w + iw) * C + c, share);
             }
           }
         }
@@ -1232,7 +1287,8 @@ struct Kernels {
           const T share = g[c] / divisor;
           for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
             for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-              a.grad_input[(ih * a.in_w + iw) * C + c] += share;
+              T& gi = a.grad_input[(ih * a.in_w + iw) * C + c];
+              gi = store ? share : gi + share;
             }
           }
         }
