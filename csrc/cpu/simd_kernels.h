@@ -515,6 +515,7 @@ struct Kernels {
         }
       }
       T* out = a.output + p * a.output_pixel;
+      prefetch_for_store(out, a.channels);
       for (int64_t c = 0; c < a.channels; c += L) {
         const bool partial = a.channels - c < L;
         vec acc{};
@@ -1291,6 +1292,13 @@ struct Kernels {
         const auto& ct = a.cols[ow];
         const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
         const T* g = a.grad_output + (oh * a.out_w + ow) * C;
+        if (store && C >= L) {  // a line per window pixel at least (NCHW planes: not worth it)
+          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+              prefetch_for_store(a.grad_input + (ih * a.in_w + iw) * C, C);
+            }
+          }
+        }
         int64_t c = 0;
         for (; c + L <= C; c += L) {
           const vec share = V::load(g + c) / divisor;
