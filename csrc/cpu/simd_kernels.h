@@ -71,8 +71,9 @@ struct Kernels {
   // them: the read a store to an uncached line waits for (the line is fetched
   // first) then overlaps the computation. Memory-bound kernels (depthwise) wait
   // on those reads otherwise.
-  static void prefetch_for_store(const T* p, int64_t count) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+  template <typename U>
+  static void prefetch_for_store(const U* p, int64_t count) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
     for (int64_t i = 0; i < count; i += kLine) {
       __builtin_prefetch(p + i, 1);
     }
@@ -1096,6 +1097,9 @@ struct Kernels {
       const auto& ct = a.cols[ow];
       const int64_t first = rt.first * a.in_w + ct.first;
       const T* window = a.input + first * C + c;
+      const int64_t out = (oh * a.out_w + ow) * C + c;
+      prefetch_for_store(a.output + out, CV * L);
+      prefetch_for_store(a.indices + out, CV * L);
       vec best[CV];
       lane_int best_offset[CV];
 #pragma GCC unroll 4
@@ -1115,7 +1119,6 @@ struct Kernels {
           }
         }
       }
-      const int64_t out = (oh * a.out_w + ow) * C + c;
       const index_vec origin = lanes.columns() + first;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
@@ -1195,6 +1198,8 @@ struct Kernels {
       const auto& rt = a.rows[oh];
       const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
       const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
+      const int64_t out = (oh * a.out_w + ow) * C + c;
+      prefetch_for_store(a.output + out, CV * L);
       vec sum[CV] = {};
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
@@ -1205,7 +1210,6 @@ struct Kernels {
         }
       }
       const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
-      const int64_t out = (oh * a.out_w + ow) * C + c;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
         store_lanes(a.output + out + v * L, sum[v] / divisor, lanes.stored);
