@@ -67,10 +67,10 @@ struct Kernels {
     return V::load(lanes);
   }
 
-  // Asks for the cache lines of p[0, count) ahead of the stores that will write
-  // them: the read a store to an uncached line waits for (the line is fetched
-  // first) then overlaps the computation. Memory-bound kernels (depthwise) wait
-  // on those reads otherwise.
+  // Asks for the cache lines of p[0, count) before the stores that will write
+  // them. A store to a line not in cache waits for the line to be read first;
+  // prefetched, that read overlaps the computation. Memory-bound kernels
+  // (depthwise, pooling) otherwise stall on it.
   template <typename U>
   static void prefetch_for_store(const U* p, int64_t count) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
@@ -249,8 +249,7 @@ struct Kernels {
   }
 
   // ---- sums -------------------------------------------------------------
-  // sums[j] += the sum of data[r * width + j] over r < rows, for j < width:
-  // blocks of four vectors of columns summed down the rows in registers.
+  // N vectors of columns summed down the rows in registers.
   template <int N>
   static void column_block_sums(const T* data, int64_t rows, int64_t width, T* sums) {
     vec acc[N];
@@ -270,6 +269,8 @@ struct Kernels {
     }
   }
 
+  // sums[j] += the sum of data[r * width + j] over r < rows, for j < width:
+  // four vectors of columns at a time, then one, then single columns.
   static void column_sums(const T* data, int64_t rows, int64_t width, T* sums) {
     int64_t j = 0;
     for (; j + 4 * L <= width; j += 4 * L) {
@@ -755,12 +756,8 @@ struct Kernels {
   }
 
   // ---- depthwise convolution on NCHW planes -----------------------------
-  // R output rows from oh, two vectors of columns at a time (R * 2 independent
-  // sums). A row's last block ends at its last column, overlapping the one
-  // before (it writes the same values again), and a row shorter than two
-  // vectors overlaps its two: every store is a whole vector. Stride: the
-  // column stride when 1 or 2 (plain or paired loads), 0 for any other.
-  // load_strided with the step known at compile time when 1 or 2 (Stride 0: any).
+  // load_strided with the step known at compile time when 1 or 2 (plain or
+  // paired loads); Stride 0: any step.
   template <int Stride>
   static vec load_step(const T* p, int64_t step) {
     if constexpr (Stride == 1) {
@@ -772,6 +769,10 @@ struct Kernels {
     }
   }
 
+  // R output rows from oh, two vectors of columns at a time (R * 2 independent
+  // sums). A row's last block ends at its last column, overlapping the one
+  // before (it writes the same values again), and a row shorter than two
+  // vectors overlaps its two: every store is a whole vector.
   template <int R, int Stride>
   static void depthwise_plane_rows(const DepthwisePlaneArgs<T>& a, int64_t oh) {
     const int64_t step = Stride ? Stride : a.stride_w;
