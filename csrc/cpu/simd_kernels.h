@@ -70,14 +70,17 @@ struct Kernels {
   // Asks for the cache lines of p[0, count) before the stores that will write
   // them. A store to a line not in cache waits for the line to be read first;
   // prefetched, that read overlaps the computation. Memory-bound kernels
-  // (depthwise, pooling) otherwise stall on it.
+  // (depthwise, pooling) otherwise stall on it. Only elements about to be
+  // written are named: no pointer is formed past them.
   template <typename U>
   static void prefetch_for_store(const U* p, int64_t count) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
     for (int64_t i = 0; i < count; i += kLine) {
       __builtin_prefetch(p + i, 1);
     }
-    __builtin_prefetch(p + count - 1, 1);
+    if (count > 0) {
+      __builtin_prefetch(p + count - 1, 1);
+    }
   }
 
   // The first `count` elements of the N vectors v (all of them when count
@@ -364,7 +367,7 @@ struct Kernels {
     vec acc[RW][CV];
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
-      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, CV * L);
+      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
     }
 #pragma GCC unroll 8
     for (int v = 0; v < CV; ++v) {
@@ -785,7 +788,7 @@ struct Kernels {
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
         acc[r][0] = acc[r][1] = V::broadcast(a.bias);
-        prefetch_for_store(a.output + (oh + r) * a.out_w + first, 2 * L);
+        prefetch_for_store(a.output + (oh + r) * a.out_w + first, second + L - first);
       }
       const T* column = a.input + oh * row_step;
       const T* w = a.weight;
@@ -1099,8 +1102,8 @@ struct Kernels {
       const int64_t first = rt.first * a.in_w + ct.first;
       const T* window = a.input + first * C + c;
       const int64_t out = (oh * a.out_w + ow) * C + c;
-      prefetch_for_store(a.output + out, CV * L);
-      prefetch_for_store(a.indices + out, CV * L);
+      prefetch_for_store(a.output + out, (CV - 1) * L + lanes.stored);
+      prefetch_for_store(a.indices + out, (CV - 1) * L + lanes.stored);
       vec best[CV];
       lane_int best_offset[CV];
 #pragma GCC unroll 4
@@ -1200,7 +1203,7 @@ struct Kernels {
       const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
       const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
       const int64_t out = (oh * a.out_w + ow) * C + c;
-      prefetch_for_store(a.output + out, CV * L);
+      prefetch_for_store(a.output + out, (CV - 1) * L + lanes.stored);
       vec sum[CV] = {};
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
