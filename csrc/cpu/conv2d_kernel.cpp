@@ -495,8 +495,7 @@ at::Tensor depthwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
   const T* in = planes.const_data_ptr<T>();
   T* out = result.mutable_data_ptr<T>();
   const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, out_plane * taps));
-  at::parallel_for(0, c.batch * channels, grain, [&](int64_t begin, int64_t end) {
+  parallel_ranges(c.batch * channels, out_plane * taps, [&](int64_t begin, int64_t end) {
     std::vector<T> copy = scratch.zeros<T>();
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t ch = plane % channels;
@@ -523,8 +522,7 @@ void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, con
   const int64_t band = std::max<int64_t>(1, kPartialPixels / c.out_w);  // rows
   const ScratchPlane scratch(c, k.lanes);
   std::vector<double> plane_sums(c.batch * channels * taps, 0.0);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, out_plane * taps));
-  at::parallel_for(0, c.batch * channels, grain, [&](int64_t begin, int64_t end) {
+  parallel_ranges(c.batch * channels, out_plane * taps, [&](int64_t begin, int64_t end) {
     std::vector<T> copy = scratch.zeros<T>(), sums(taps);
     for (int64_t plane = begin; plane < end; ++plane) {
       scratch.place(x.const_data_ptr<T>() + plane * in_plane, copy);

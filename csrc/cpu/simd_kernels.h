@@ -48,6 +48,10 @@ struct Kernels {
   using V = Vec<T, Bytes>;
   using vec = typename V::type;
   static constexpr int L = V::lanes;
+  // Lane-wide integers of T's width (int32 for float): lane masks, and a max's
+  // offset in its pooling window.
+  typedef decltype(vec{} < vec{}) lane_int;
+  typedef __typeof__(lane_int{}[0]) lane_elem;
 
   // Pixels per register block: as many accumulators as the registers hold
   // beside the block's weight vectors and one broadcast.
@@ -252,6 +256,15 @@ struct Kernels {
   }
 
   // ---- sums -------------------------------------------------------------
+  // v's lanes added in order, from lane 0.
+  static T lane_sum(vec v) {
+    T total = 0;
+    for (int l = 0; l < L; ++l) {
+      total += v[l];
+    }
+    return total;
+  }
+
   // N vectors of columns summed down the rows in registers.
   template <int N>
   static void column_block_sums(const T* data, int64_t rows, int64_t width, T* sums) {
@@ -304,11 +317,7 @@ struct Kernels {
     for (; i + L <= count; i += L) {
       acc[0] += V::load(data + i);
     }
-    const vec all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    T total = 0;
-    for (int l = 0; l < L; ++l) {
-      total += all[l];
-    }
+    T total = lane_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
     for (; i < count; ++i) {
       total += data[i];
     }
@@ -703,6 +712,20 @@ struct Kernels {
     planar_rows_dispatch(a, std::make_integer_sequence<int, PB>{});
   }
 
+  // The lanes of the last vector of a row `width` long that hold columns no
+  // earlier vector of the row summed. A row of at least a vector ends with a
+  // vector at width - L, overlapping the one before: its last width % L lanes
+  // are new (none when the row is whole vectors). A shorter row's only vector
+  // holds its columns in its first lanes.
+  static lane_int last_vector_lanes(int64_t width) {
+    const int64_t tail = width % L;
+    lane_int fresh{};
+    for (int l = 0; l < L; ++l) {
+      fresh[l] = (width < L ? l < tail : l >= L - tail) ? -1 : 0;
+    }
+    return fresh;
+  }
+
   // Row dot products, added to sums. Each vector position of a row is summed
   // down the rows in one loop of loads and FMAs. A row's last vector ends at
   // its last column, overlapping the one before; a row shorter than a vector
@@ -712,11 +735,8 @@ struct Kernels {
   template <int OC>
   static void planar_weight_grad_for(const PlanarGradArgs<T>& a) {
     const bool short_rows = a.out_w < L;
-    const int64_t tail = a.out_w % L, full = a.out_w - tail;
-    lane_int keep{};
-    for (int l = 0; l < L; ++l) {
-      keep[l] = (short_rows ? l < tail : l >= L - tail) ? -1 : 0;
-    }
+    const int64_t full = a.out_w - a.out_w % L;
+    const lane_int keep = last_vector_lanes(a.out_w);
     const int64_t x_row = a.stride_h * a.in_w;
     vec acc[OC] = {};
     for (int64_t n = 0; n < a.batch; ++n) {
@@ -741,11 +761,7 @@ struct Kernels {
       }
     }
     for (int j = 0; j < OC; ++j) {
-      T sum = 0;
-      for (int l = 0; l < L; ++l) {
-        sum += acc[j][l];
-      }
-      a.sums[j] += sum;
+      a.sums[j] += lane_sum(acc[j]);
     }
   }
 
@@ -759,19 +775,6 @@ struct Kernels {
   }
 
   // ---- depthwise convolution on NCHW planes -----------------------------
-  // load_strided with the step known at compile time when 1 or 2 (plain or
-  // paired loads); Stride 0: any step.
-  template <int Stride>
-  static vec load_step(const T* p, int64_t step) {
-    if constexpr (Stride == 1) {
-      return V::load(p);
-    } else if constexpr (Stride == 2) {
-      return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
-    } else {
-      return load_strided(p, step);
-    }
-  }
-
   // R output rows from oh, two vectors of columns at a time (R * 2 independent
   // sums). A row's last block ends at its last column, overlapping the one
   // before (it writes the same values again), and a row shorter than two
@@ -845,11 +848,8 @@ struct Kernels {
   // away (whatever the input there, inf or NaN).
   template <int N, int Stride>
   static void depthwise_plane_taps(const DepthwisePlaneGradArgs<T>& a, int64_t kh, int64_t kw0) {
-    const int64_t step = Stride ? Stride : a.stride_w, overlap = a.out_w % L ? L - a.out_w % L : 0;
-    lane_int fresh{};
-    for (int l = 0; l < L; ++l) {
-      fresh[l] = l >= overlap ? -1 : 0;
-    }
+    const int64_t step = Stride ? Stride : a.stride_w;
+    const lane_int fresh = last_vector_lanes(a.out_w);
     vec acc[N] = {};
     for (int64_t oh = 0; oh < a.out_h; ++oh) {
       const T* g = a.grad_output + oh * a.out_w;
@@ -862,7 +862,7 @@ struct Kernels {
           acc[t] += gv * load_step<Stride>(x + ow * step + t * a.dilation_w, step);
         }
       }
-      if (overlap) {
+      if (ow < a.out_w) {
         ow = a.out_w - L;
         const vec gv = V::load(g + ow);
 #pragma GCC unroll 4
@@ -873,11 +873,7 @@ struct Kernels {
       }
     }
     for (int t = 0; t < N; ++t) {
-      T sum = 0;
-      for (int l = 0; l < L; ++l) {
-        sum += acc[t][l];
-      }
-      a.sums[kh * a.kernel_w + kw0 + t] += sum;
+      a.sums[kh * a.kernel_w + kw0 + t] += lane_sum(acc[t]);
     }
   }
 
@@ -960,9 +956,6 @@ struct Kernels {
   }
 
   // ---- pooling ---------------------------------------------------------
-  // Lane-wide integers of T's width (int32 for float): a max's offset in its window.
-  typedef decltype(vec{} < vec{}) lane_int;
-  typedef __typeof__(lane_int{}[0]) lane_elem;
   using index_vec = typename IndexVec<L>::type;
 
   // Elements 0, 2, ..., 2L - 2 from low = p[0, L) and high = p[L - 1, 2L - 1):
@@ -973,19 +966,26 @@ struct Kernels {
   }
 
   // L values step elements apart; reads nothing past the last of them.
-  static vec load_strided(const T* p, int64_t step) {
-    if (step == 1) {
+  // Stride: the step when known at compile time (1: a plain load; 2: two
+  // loads and a shuffle, not L inserts); 0: any step.
+  template <int Stride>
+  static vec load_step(const T* p, int64_t step) {
+    if constexpr (Stride == 1) {
       return V::load(p);
-    }
-    if (step == 2) {  // a stride-2 pool: two loads and a shuffle, not L inserts
+    } else if constexpr (Stride == 2) {
       return even_lanes(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
-    }
-    vec v;
+    } else {
+      vec v;
 #pragma GCC unroll 16
-    for (int l = 0; l < L; ++l) {
-      v[l] = p[l * step];
+      for (int l = 0; l < L; ++l) {
+        v[l] = p[l * step];
+      }
+      return v;
     }
-    return v;
+  }
+
+  static vec load_strided(const T* p, int64_t step) {
+    return step == 1 ? load_step<1>(p, step) : step == 2 ? load_step<2>(p, step) : load_step<0>(p, step);
   }
 
   // A pooling vector's lanes. ChannelLanes: CV * L channels of one output
