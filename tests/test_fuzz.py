@@ -7,8 +7,12 @@ within a few units in the last place of the sum of their terms' magnitudes.
 
 CONVEXT_FUZZ_EXAMPLES sets the examples per op (default: a bounded run for CI);
 fuzz/run_long.sh runs thousands and records the result in fuzz/last-run.md.
+CONVEXT_FUZZ_LOG names a file that each example is appended to before it
+runs: a crash in native code ends the process before hypothesis can report
+the example, and the log's last line is then the one that crashed.
 """
 
+import functools
 import os
 
 import pytest
@@ -21,7 +25,23 @@ from hypothesis import strategies as st
 import convext
 
 EXAMPLES = int(os.environ.get("CONVEXT_FUZZ_EXAMPLES", "80"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+LOG = os.environ.get("CONVEXT_FUZZ_LOG")
+
+
+def fuzz(**strategies):
+    """hypothesis's @settings and @given, each example logged first when LOG is set."""
+    def decorate(test):
+        @functools.wraps(test)
+        def logged(**example):
+            with open(LOG, "a") as log:
+                log.write(f"{test.__name__} {example!r}\n")
+            return test(**example)
+
+        runs = logged if LOG else test
+        return settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))(
+            given(**strategies)(runs))
+    return decorate
+
 
 DTYPES = [torch.float32, torch.float64, *HALF_TYPES]
 LAYOUTS = ["contiguous", "channels_last", "sliced", "transposed", "permuted", "odd_unit_strides", "expanded"]
@@ -171,8 +191,7 @@ window = st.integers(1, 4)
 positive = st.sampled_from([1, 1, 1, 2, 2, 3, 3, 0, -1])  # a stride or dilation, now and then invalid
 
 
-@FUZZ
-@given(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 3), out_group=st.integers(1, 3),
+@fuzz(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 3), out_group=st.integers(1, 3),
        h=small, w=small, kh=window, kw=window, stride=positive, padding=st.integers(0, 3),
        dilation=positive, bias=st.booleans(), **common)
 def test_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding, dilation, bias,
@@ -189,8 +208,7 @@ def test_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, 
     check(fn, lambda x, w, b: F.conv2d(x, w, b, *args), inputs, bound_inputs=magnitudes(inputs))
 
 
-@FUZZ
-@given(batch=st.integers(0, 3), channels=st.integers(1, 4), h=small, w=st.integers(16, 50), kh=window, kw=window,
+@fuzz(batch=st.integers(0, 3), channels=st.integers(1, 4), h=small, w=st.integers(16, 50), kh=window, kw=window,
        stride=st.integers(1, 3), padding=st.integers(0, 3), dilation=st.integers(1, 3), bias=st.booleans(),
        seed=common["seed"], dtype=common["dtype"], special=common["special"])
 def test_wide_depthwise_agrees_with_torch(batch, channels, h, w, kh, kw, stride, padding, dilation, bias, seed, dtype,
@@ -208,8 +226,7 @@ def test_wide_depthwise_agrees_with_torch(batch, channels, h, w, kh, kw, stride,
           bound_inputs=magnitudes(inputs))
 
 
-@FUZZ
-@given(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 3), out_group=st.integers(1, 3),
+@fuzz(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 3), out_group=st.integers(1, 3),
        h=small, w=small, kh=window, kw=window, stride=positive, padding=st.integers(0, 3),
        output_padding=st.integers(0, 3), dilation=positive, bias=st.booleans(), **common)
 def test_conv_transpose2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding,
@@ -232,8 +249,7 @@ def test_conv_transpose2d_agrees_with_torch(batch, groups, in_group, out_group, 
     check(fn, lambda x, w, b: F.conv_transpose2d(x, w, b, *args), inputs, bound_inputs=magnitudes(inputs))
 
 
-@FUZZ
-@given(batch=st.integers(0, 2), channels=st.integers(1, 3), h=small, w=small, kh=window, kw=window,
+@fuzz(batch=st.integers(0, 2), channels=st.integers(1, 3), h=small, w=small, kh=window, kw=window,
        stride=positive, padding=st.integers(0, 2), dilation=positive,
        ceil_mode=st.booleans(), **common)
 def test_max_pool2d_agrees_with_torch(batch, channels, h, w, kh, kw, stride, padding, dilation, ceil_mode, seed,
@@ -257,8 +273,7 @@ def test_max_pool2d_agrees_with_torch(batch, channels, h, w, kh, kw, stride, pad
     check(lambda x: convext.max_pool2d(x, *args), lambda x: F.max_pool2d(x, *args), [x], exact_outputs=2)
 
 
-@FUZZ
-@given(batch=st.integers(0, 2), channels=st.integers(1, 3), h=small, w=small, kh=window, kw=window,
+@fuzz(batch=st.integers(0, 2), channels=st.integers(1, 3), h=small, w=small, kh=window, kw=window,
        stride=positive, padding=st.integers(0, 2), ceil_mode=st.booleans(),
        count_include_pad=st.booleans(), divisor_override=st.one_of(st.none(), st.integers(-1, 5)), **common)
 def test_avg_pool2d_agrees_with_torch(batch, channels, h, w, kh, kw, stride, padding, ceil_mode, count_include_pad,
