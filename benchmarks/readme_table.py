@@ -34,7 +34,8 @@ def main(folder):
         for f in formats
     )
     print(f"torch time / convext time (above 1: convext faster), float32, {m['cpu']}, {m['threads']} threads, "
-          f"{m['isa']} kernels, torch {m['torch']}, {m['date'][:10]}. Peaks measured in the runs: {peaks}.\n")
+          f"{m['isa']} kernels, torch {m['torch']}, {m['date'][:10]}, malloc {m.get('malloc', 'default')}. "
+          f"Peaks measured in the runs: {peaks}.\n")
     print("\n".join(lines))
 
 

@@ -13,9 +13,15 @@ for convolutions and GB/s for pools, their fraction of this machine's peak FMA t
 bandwidth (both measured in the same run by convext's own probe kernels), the speed ratio
 torch time / convext time (above 1: convext is faster), and a check that both give the same results.
 Writes a table to the terminal, and JSON plus a PNG chart of the ratios to --output.
+
+By default glibc's malloc is told to keep freed memory (--malloc steady): otherwise it hands large
+blocks back to the system, and a loop that allocates the same tensors again page-faults them in on
+every call. That noise hit either library at random: torch's NCHW ResNet-50 stem forward took
+20-22 ms instead of 6, its 1x1 backward 30 ms instead of 8.
 """
 
 import argparse
+import ctypes
 import dataclasses
 import datetime
 import json
@@ -246,7 +252,22 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def machine_info(device, threads):
+def steady_heap():
+    """Tells glibc's malloc to serve large blocks from its heap (mmap threshold at its 32 MiB
+    maximum) and never give freed memory back (no trimming). Returns a description of what was
+    set, or None where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, TypeError, AttributeError):
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    mmap_threshold, trim_threshold = 32 << 20, 2**31 - 1
+    if mallopt(m_mmap_threshold, mmap_threshold) != 1 or mallopt(m_trim_threshold, trim_threshold) != 1:
+        return None
+    return f"glibc, mmap threshold {mmap_threshold >> 20} MiB, no trimming"
+
+
+def machine_info(device, threads, malloc):
     info = {
         "machine": platform.node(),
         "platform": platform.platform(),
@@ -255,6 +276,7 @@ def machine_info(device, threads):
         "threads": threads,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
+        "malloc": malloc,
     }
     if device == "cpu":
         info["cpu"] = _cpu_model()
@@ -344,7 +366,8 @@ def markdown_table(result):
     m = result["machine"]
     lines = [
         f"{m.get('cpu', m.get('gpu'))}, {m['threads']} threads, {m.get('isa', '')} kernels, torch {m['torch']}, "
-        f"{result['dtype']}, {result['memory_format']}, {m['date'][:10]}. Peaks measured in the run: "
+        f"{result['dtype']}, {result['memory_format']}, {m['date'][:10]}, malloc {m.get('malloc', 'default')}. "
+        "Peaks measured in the run: "
         f"FMA {result['peaks']['fma_gflops']:.0f} GFLOP/s, copy {result['peaks']['copy_gbs']:.0f} GB/s.",
         "",
         "| case | pass | torch ms | convext ms | torch/convext | convext rate | of peak |",
@@ -403,6 +426,8 @@ def main(argv=None):
     parser.add_argument("--shape", action="append", default=[], help="a case of your own (see above); repeatable")
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per measurement")
     parser.add_argument("--output", default="bench-results", help="folder for the JSON and the PNG chart")
+    parser.add_argument("--malloc", default="steady", choices=["steady", "default"],
+                        help="steady (default): glibc keeps freed memory, so timings do not include page faults")
     args = parser.parse_args(argv)
     args.passes = args.passes or ["fwd", "bwd", "fwd+bwd"]
     args.min_run_time = args.min_run_time or (0.1 if args.quick else 0.3)
@@ -412,6 +437,7 @@ def main(argv=None):
             raise SystemExit("--device cuda: no CUDA device")
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(args.threads)
+    malloc = (steady_heap() if args.malloc == "steady" else None) or "default"
     dtype = getattr(torch, args.dtype)
     memory_format = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     cases = [parse_shape(s) for s in args.shape] or (quick_suite() if args.quick else default_suite())
@@ -426,7 +452,7 @@ def main(argv=None):
         rows += run_case(case, args, dtype, memory_format, peaks)
     progress(len(cases), len(cases), "done")
 
-    result = {"machine": machine_info(args.device, args.threads), "dtype": args.dtype,
+    result = {"machine": machine_info(args.device, args.threads, malloc), "dtype": args.dtype,
               "memory_format": args.memory_format, "peaks": peaks, "rows": rows, "summary": summary(rows)}
     print(format_table(rows))
     for pass_name, s in result["summary"].items():

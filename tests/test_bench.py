@@ -1,6 +1,7 @@
 """python -m convext.bench runs end to end: tiny cases, every pass, JSON and markdown written."""
 
 import json
+import platform
 
 import pytest
 
@@ -18,6 +19,8 @@ def test_bench_writes_results_for_user_shapes(tmp_path):
     assert len(result["rows"]) == 9 and all(r["correct"] for r in result["rows"])
     assert result["peaks"]["fma_gflops"] > 0 and result["peaks"]["copy_gbs"] > 0
     assert result["machine"]["isa"] in ("generic", "avx2", "avx512")
+    # --malloc steady, the default: set wherever the C library is glibc
+    assert result["machine"]["malloc"].startswith("glibc") or platform.libc_ver()[0] != "glibc"
     assert "| case | pass |" in (tmp_path / "cpu-float32-channels_last.md").read_text()
 
 
@@ -28,6 +31,12 @@ def test_bench_runs_every_dtype(tmp_path, dtype):
     assert status == 0
     result = json.loads((tmp_path / f"cpu-{dtype}-nchw.json").read_text())
     assert result["dtype"] == dtype and all(r["correct"] for r in result["rows"])
+
+
+def test_bench_leaves_malloc_alone_when_asked(tmp_path):
+    assert bench.main(["--shape", "avg:1,2,4,4,2,2,0", "--pass", "fwd", "--min-run-time", "0.01", "--malloc", "default",
+                       "--output", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "cpu-float32-nchw.json").read_text())["machine"]["malloc"] == "default"
 
 
 def test_default_suite_covers_the_issue_cases():
