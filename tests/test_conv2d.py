@@ -296,6 +296,25 @@ def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa)
     assert out.shape[3] == out_w
 
 
+@pytest.mark.parametrize("channels", [5, 250])
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 0), (1, 1, 1), (1, 1, 3), (2, 1, 1), (2, 2, 1), (3, 1, 2)])
+def test_depthwise_tiles_match_torch(channels, stride, dilation, padding, cpu_isa):
+    """NCHW depthwise convolutions with output rows shorter than a vector run on
+    NHWC tiles of a block of channels: one partial block, then several (a
+    tile holds 32 KB of input) ending in a partial one; strides 1 to 3; at
+    stride 1 the input gradient too, cropping where the padding passes the
+    kernel's reach. Rows of 2 or 3 columns are shorter than a float vector on
+    every path."""
+    x = torch.randn(2, channels, 14, 5, requires_grad=True)
+    w = torch.randn(channels, 1, 3, 3, requires_grad=True)
+    b = torch.randn(channels, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, padding, dilation, channels),
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, channels),
+        [x, w, b],
+    )
+
+
 def test_empty_batch_gives_empty_output_and_zero_weight_grad():
     x = torch.randn(0, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
