@@ -301,10 +301,11 @@ def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa)
 def test_depthwise_tiles_match_torch(channels, stride, dilation, padding, cpu_isa):
     """NCHW depthwise convolutions with output rows shorter than a vector run on
     NHWC tiles of a block of channels: one partial block, then several (a
-    tile holds 32 KB of input) ending in a partial one; strides 1 to 3; at
-    stride 1 the input gradient too, cropping where the padding passes the
-    kernel's reach. Rows of 2 or 3 columns are shorter than a float vector on
-    every path."""
+    tile holds 32 KB of input) ending in a partial one; strides 1 to 3. The
+    input gradient too: at stride 1 by the forward kernel, cropping where the
+    padding passes the kernel's reach; at larger strides gathered per input
+    pixel, in tiles when the input's rows are shorter than a vector. Rows of
+    2 or 3 columns are shorter than a float vector on every path."""
     x = torch.randn(2, channels, 14, 5, requires_grad=True)
     w = torch.randn(channels, 1, 3, 3, requires_grad=True)
     b = torch.randn(channels, requires_grad=True)

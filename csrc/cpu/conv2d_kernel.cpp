@@ -572,47 +572,49 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   return in_layout<T>(k, result, format);
 }
 
-// NCHW depthwise convolution c (unpadded, as for ScratchPlane) with output
-// rows shorter than a vector, where the plane kernels would leave most lanes
-// idle: per image and block of channels, the block's planes are transposed
-// into an NHWC tile in cache, convolved there by the NHWC kernel, and
-// transposed back into the output planes. Transposing whole tensors in and
-// out instead moves them through memory three times.
+// Runs NHWC depthwise kernel `kernel` (depthwise_pixels, depthwise_input_grad)
+// on NCHW src planes into NCHW planes of out_h rows, block of channels by
+// block: the block's src planes are transposed into an NHWC tile in cache,
+// the kernel runs on it, and its result is transposed back into the planes.
+// For rows shorter than a vector, where the plane kernels would leave most
+// lanes idle; transposing whole tensors in and out instead moves them through
+// memory three times. `geometry` is the kernel's arguments for one image but
+// the tensors; its weight and bias are per channel, and a tile gets its block's.
 template <typename T>
-at::Tensor depthwise_tiles(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
-                           const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
+at::Tensor depthwise_tiles(const KernelsFor<T>& k, void (*kernel)(const DepthwiseArgs<T>&),
+                           const DepthwiseArgs<T>& geometry, const at::Tensor& src, int64_t out_h,
+                           const at::TensorOptions& options) {
   const at::Tensor planes = src.contiguous();
-  const int64_t channels = c.groups, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
-  const at::Tensor packed =
-      pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, transposed);
-  at::Tensor packed_bias;
-  if (bias) {
-    packed_bias = at::zeros({padded_channels}, weight.options());
-    packed_bias.narrow(0, 0, channels).copy_(*bias);
-  }
+  const int64_t batch = src.size(0), channels = src.size(1);
+  const int64_t in_plane = geometry.in_h * geometry.in_w, out_plane = out_h * geometry.out_w;
   // Channels per tile: as many vectors as 32 KB of input holds. The NHWC
   // kernel's work per pixel is spread over a tile's vectors; 7x7 planes ran
   // about 15% faster than with at most 4 (64 KB: no better).
-  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
   const int64_t vectors = std::clamp<int64_t>(
       (int64_t{32} << 10) / std::max<int64_t>(1, in_plane * k.lanes * static_cast<int64_t>(sizeof(T))), 1,
-      padded_channels / k.lanes);
+      ceil_div(channels, k.lanes));
   const int64_t block = vectors * k.lanes, blocks = ceil_div(channels, block);
-  at::Tensor result = at::empty({c.batch, channels, c.out_h, c.out_w}, weight.options());
+  at::Tensor result = at::empty({batch, channels, out_h, geometry.out_w}, options);
   const T* in = planes.const_data_ptr<T>();
-  const T* w = packed.const_data_ptr<T>();
-  const T* b = bias ? packed_bias.const_data_ptr<T>() : nullptr;
   T* out = result.mutable_data_ptr<T>();
-  parallel_ranges(c.batch * blocks, block * out_plane * c.kernel_h * c.kernel_w, [&](int64_t begin, int64_t end) {
+  const int64_t cost = block * std::max(in_plane, out_plane) * geometry.kernel_h * geometry.kernel_w;
+  parallel_ranges(batch * blocks, cost, [&](int64_t begin, int64_t end) {
     std::vector<T> tile_in(in_plane * block), tile_out(out_plane * block);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t first = item % blocks * block, count = std::min(block, channels - first);
       const int64_t first_plane = item / blocks * channels + first;
       k.transpose(in + first_plane * in_plane, in_plane, tile_in.data(), block, count, in_plane);
-      k.depthwise_pixels({tile_in.data(), c.in_w * block, block, c.in_h, c.in_w, c.pad_h, c.pad_w, c.kernel_h,
-                          c.kernel_w, c.stride_h, c.stride_w, c.dilation_h, c.dilation_w, w + first,
-                          padded_channels, b ? b + first : nullptr, tile_out.data(), block, c.out_w, 0, out_plane,
-                          count});
+      DepthwiseArgs<T> a = geometry;
+      a.input = tile_in.data();
+      a.input_row = geometry.in_w * block;
+      a.input_pixel = a.output_pixel = block;
+      a.weight = geometry.weight + first;
+      a.bias = geometry.bias ? geometry.bias + first : nullptr;
+      a.output = tile_out.data();
+      a.pixel_begin = 0;
+      a.pixel_end = out_plane;
+      a.channels = count;
+      kernel(a);
       k.transpose(tile_out.data(), block, out + first_plane * out_plane, out_plane, out_plane, count);
     }
   });
@@ -628,8 +630,18 @@ at::Tensor depthwise(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor
   if (format != at::MemoryFormat::Contiguous) {
     return convolve<T>(k, c, src, 0, 0, 1, 1, weight, bias, transposed, format);
   }
-  return use_depthwise_planes(c, k.lanes, format) ? depthwise_planes<T>(k, c, src, weight, bias, transposed)
-                                                  : depthwise_tiles<T>(k, c, src, weight, bias, transposed);
+  if (use_depthwise_planes(c, k.lanes, format)) {
+    return depthwise_planes<T>(k, c, src, weight, bias, transposed);
+  }
+  const int64_t padded_channels = ceil_div(c.groups, k.lanes) * k.lanes;
+  const at::Tensor packed =
+      pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, transposed);
+  const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
+  const DepthwiseArgs<T> geometry{nullptr, 0, 0, c.in_h, c.in_w, c.pad_h, c.pad_w, c.kernel_h, c.kernel_w,
+                                  c.stride_h, c.stride_w, c.dilation_h, c.dilation_w, packed.const_data_ptr<T>(),
+                                  padded_channels, bias ? dense_bias.const_data_ptr<T>() : nullptr, nullptr, 0,
+                                  c.out_w, 0, 0, 0};
+  return depthwise_tiles<T>(k, k.depthwise_pixels, geometry, src, c.out_h, weight.options());
 }
 
 template <typename T>
@@ -715,8 +727,9 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
   return convolve<T>(k, c, input, s.h.pad, s.w.pad, 1, 1, weight, bias, false, format);
 }
 
-// Depthwise input gradient, gathered per input pixel from grad_output as it is
-// (NHWC, channels_last in place): no zeros spread in, no padded copy.
+// Depthwise input gradient, gathered per input pixel from grad_output: NCHW
+// rows shorter than a vector in tiles, otherwise all of grad_output as NHWC
+// (channels_last in place); no zeros spread in, no padded copy.
 template <typename T>
 at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s,
                                     const at::Tensor& grad_output, const at::Tensor& weight,
@@ -724,10 +737,19 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                                     at::MemoryFormat format) {
   const ConvNhwc c = ConvNhwc::forward(s);
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
-  const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   const at::Tensor packed =
       pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
+  // grad_output is the kernel's input, grad_input its output.
+  const DepthwiseArgs<T> geometry{nullptr, 0, 0, s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel,
+                                  s.w.kernel, s.h.stride, s.w.stride, s.h.dilation, s.w.dilation,
+                                  packed.const_data_ptr<T>(), padded_channels,
+                                  bias ? dense_bias.const_data_ptr<T>() : nullptr, nullptr, 0, s.w.in_size, 0, 0,
+                                  channels};
+  if (format == at::MemoryFormat::Contiguous && s.w.in_size < k.lanes) {
+    return depthwise_tiles<T>(k, k.depthwise_input_grad, geometry, grad_output, s.h.in_size, weight.options());
+  }
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
   constexpr int64_t kRun = 72;
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
@@ -735,13 +757,13 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   T* out = grad_input.mutable_data_ptr<T>();
   parallel_over(s.batch * runs, kRun * channels * s.h.kernel * s.w.kernel, [&](int64_t item) {
     const int64_t n = item / runs, first = item % runs * kRun;
-    DepthwiseArgs<T> a{g + n * s.h.out_size * s.w.out_size * channels, s.w.out_size * channels, channels,
-                       s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel, s.w.kernel,
-                       s.h.stride, s.w.stride, s.h.dilation, s.w.dilation,
-                       packed.const_data_ptr<T>(), padded_channels,
-                       bias ? dense_bias.const_data_ptr<T>() : nullptr,
-                       out + n * pixels * channels, channels, s.w.in_size, first,
-                       std::min(pixels, first + kRun), channels};
+    DepthwiseArgs<T> a = geometry;
+    a.input = g + n * s.h.out_size * s.w.out_size * channels;
+    a.input_row = s.w.out_size * channels;
+    a.input_pixel = a.output_pixel = channels;
+    a.output = out + n * pixels * channels;
+    a.pixel_begin = first;
+    a.pixel_end = std::min(pixels, first + kRun);
     k.depthwise_input_grad(a);
   });
   return in_layout<T>(k, grad_input, format);
