@@ -187,6 +187,15 @@ def test_weight_grad_tile_shapes_match_torch(in_channels, out_channels, kernel, 
     )
 
 
+def assert_weight_grad_matches_torch(grad_output, x, w, padding, groups):
+    """The weight-gradient op alone against torch's, stride and dilation 1."""
+    assert_close(
+        torch.ops.convext.conv2d_backward_weight(grad_output, x, w, [1, 1], [padding] * 2, [1, 1], groups),
+        torch.ops.aten.convolution_backward(grad_output, x, w, None, [1, 1], [padding] * 2, [1, 1], False, [0, 0],
+                                            groups, [False, True, False])[1],
+    )
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
     """More weight-gradient tiles than a thread's block of partial sums holds
@@ -196,11 +205,7 @@ def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
     x = with_layout(torch.randn(2, 40, 46, 46, dtype=torch.float64), layout)
     w = torch.randn(200, 40, 3, 3, dtype=torch.float64)
     grad_output = torch.randn(2, 200, 46, 46, dtype=torch.float64)
-    assert_close(
-        torch.ops.convext.conv2d_backward_weight(grad_output, x, w, [1, 1], [1, 1], [1, 1], 1),
-        torch.ops.aten.convolution_backward(grad_output, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                            [False, True, False])[1],
-    )
+    assert_weight_grad_matches_torch(grad_output, x, w, padding=1, groups=1)
 
 
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
@@ -304,8 +309,9 @@ def test_depthwise_tiles_match_torch(channels, stride, dilation, padding, cpu_is
     tile holds 32 KB of input) ending in a partial one; strides 1 to 3. The
     input gradient too: at stride 1 by the forward kernel, cropping where the
     padding passes the kernel's reach; at larger strides gathered per input
-    pixel, in tiles when the input's rows are shorter than a vector. Rows of
-    2 or 3 columns are shorter than a float vector on every path."""
+    pixel, in tiles when the input's rows are shorter than a vector. The
+    weight gradient in tiles of a vector of channels. Rows of 2 or 3 columns
+    are shorter than a float vector on every path."""
     x = torch.randn(2, channels, 14, 5, requires_grad=True)
     w = torch.randn(channels, 1, 3, 3, requires_grad=True)
     b = torch.randn(channels, requires_grad=True)
@@ -314,6 +320,17 @@ def test_depthwise_tiles_match_torch(channels, stride, dilation, padding, cpu_is
         lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, channels),
         [x, w, b],
     )
+
+
+def test_depthwise_tiles_weight_grad_sums_in_chunks_and_folds(cpu_isa):
+    """The tiles' weight gradient (one-column rows, shorter than a vector on
+    every path) sums each image in chunks of 256 pixels, image after image,
+    and folds its partial sums into double past 4096 pixels: 4 images of 1198
+    pixels, 20 channels (vectors and a partial one)."""
+    x = torch.randn(4, 20, 1200, 3, dtype=torch.float64)
+    w = torch.randn(20, 1, 3, 3, dtype=torch.float64)
+    grad_output = torch.randn(4, 20, 1198, 1, dtype=torch.float64)
+    assert_weight_grad_matches_torch(grad_output, x, w, padding=0, groups=20)
 
 
 def test_empty_batch_gives_empty_output_and_zero_weight_grad():

@@ -793,6 +793,50 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                      s.h.stride, s.w.stride, weight, bias, true, format);
 }
 
+// The weight gradient of NCHW depthwise convolution s with output rows
+// shorter than a vector (see depthwise_tiles): per vector of channels, image
+// by image, the channels' input and grad_output planes are transposed into
+// NHWC tiles in cache for the NHWC kernel, instead of both whole tensors
+// transposed. A vector's sums are one thread's, added image by image in
+// order: deterministic for any thread count.
+template <typename T>
+void depthwise_tiles_weight_grad(const KernelsFor<T>& k, const Conv2dShape& s, const at::Tensor& grad_output,
+                                 const at::Tensor& input, const at::Tensor& grad_weight) {
+  const at::Tensor x = input.contiguous(), gy = grad_output.contiguous();
+  const int64_t lanes = k.lanes, channels = s.in_channels, taps = s.h.kernel * s.w.kernel;
+  const int64_t in_plane = s.h.in_size * s.w.in_size, out_plane = s.h.out_size * s.w.out_size;
+  // Pixels per call: few enough that partial sums stay short (FoldedSums).
+  constexpr int64_t kChunk = 256;
+  Nchw<T> gw = write_view<T>(grad_weight);
+  parallel_ranges(ceil_div(channels, lanes), s.batch * out_plane * taps * lanes, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile_x(in_plane * lanes), tile_g(out_plane * lanes);
+    for (int64_t vector = begin; vector < end; ++vector) {
+      const int64_t first = vector * lanes, count = std::min(lanes, channels - first);
+      FoldedSums<T> sums(taps * lanes);
+      for (int64_t n = 0; n < s.batch; ++n) {
+        const int64_t first_plane = n * channels + first;
+        k.transpose(x.const_data_ptr<T>() + first_plane * in_plane, in_plane, tile_x.data(), lanes, count,
+                    in_plane);
+        k.transpose(gy.const_data_ptr<T>() + first_plane * out_plane, out_plane, tile_g.data(), lanes, count,
+                    out_plane);
+        for (int64_t p0 = 0; p0 < out_plane; p0 += kChunk) {
+          const int64_t p1 = std::min(out_plane, p0 + kChunk);
+          k.depthwise_weight_grad({tile_x.data(), in_plane * lanes, s.w.in_size * lanes, lanes, s.h.stride,
+                                   s.w.stride, tile_g.data(), lanes, s.h.out_size, s.w.out_size, p0, p1,
+                                   sums.partial(), s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation,
+                                   s.h.in_size, s.w.in_size, s.h.pad, s.w.pad});
+          sums.added(p1 - p0);
+        }
+      }
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        for (int64_t i = 0; i < count; ++i) {
+          gw(first + i, 0, tap / s.w.kernel, tap % s.w.kernel) = static_cast<T>(sums.total(tap * lanes + i));
+        }
+      }
+    }
+  });
+}
+
 // The weight gradient in tiles of (tap, output channels, input channels) of
 // one group (depthwise: of one vector of channels), each owned by one thread
 // and summed over the output pixels chunk by chunk in a fixed order:
@@ -811,6 +855,9 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   if (use_depthwise_planes(c, k.lanes, format)) {
     return depthwise_planes_weight_grad<T>(k, c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad),
                                            grad_output, input, grad_weight);
+  }
+  if (c.depthwise() && format == at::MemoryFormat::Contiguous) {
+    return depthwise_tiles_weight_grad<T>(k, s, grad_output, input, grad_weight);
   }
   const bool depthwise = c.depthwise();
   const bool by_output = !depthwise && s.in_per_group() < s.out_per_group();
