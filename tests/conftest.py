@@ -48,6 +48,15 @@ def cpu_isa(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture
+def small_weight_chunks(monkeypatch):
+    """Dense convolutions sum their input channels in chunks of 16 KiB of packed
+    weights (CONVEXT_CPU_CHUNK_BYTES), so that test-sized layers take several
+    chunks on every SIMD path: the default of 512 KiB would need hundreds of
+    channels."""
+    monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", str(16 << 10))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

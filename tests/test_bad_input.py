@@ -165,6 +165,13 @@ def test_a_failed_call_leaves_its_inputs_untouched():
     assert torch.equal(a, before[0]) and torch.equal(w, before[1])
 
 
+@pytest.mark.parametrize("value", ["many", "0", "-4096", "64k"])
+def test_a_malformed_chunk_size_is_named(value, monkeypatch):
+    monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", value)
+    with pytest.raises(RuntimeError, match=f"CONVEXT_CPU_CHUNK_BYTES={value}: expected a positive number of bytes"):
+        convext.conv2d(x(1, 32, 8, 8), x(32, 32, 3, 3))  # dense: the path that reads it
+
+
 # ---- every argument of every entry point, each kind of wrong value ----------
 #
 # Each entry point has one valid call. Every argument is then replaced, one at a

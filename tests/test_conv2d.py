@@ -98,7 +98,7 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_many_channels_match_torch(dtype, layout, cpu_isa):
+def test_many_channels_match_torch(dtype, layout, cpu_isa, small_weight_chunks):
     """Enough input channels to be summed in several cached chunks, and a
     partial block of output channels; weights packed from either layout (by
     register transposes from channels_last)."""
@@ -112,7 +112,7 @@ def test_many_channels_match_torch(dtype, layout, cpu_isa):
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_small_images_batched_together_match_torch(groups, layout, cpu_isa):
+def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, small_weight_chunks):
     """Images smaller than a run of output pixels (5x6) go several to a work
     item, each chunk of weights applied to all of them in turn: 23 images (19
     to an item, then 4), input channels in several chunks, bias."""

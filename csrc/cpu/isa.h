@@ -7,22 +7,24 @@
 
 namespace convext::cpu {
 
-// A run of output pixels of a dense convolution (flat over rows, so narrow
-// outputs still fill whole register blocks), for one block of output channels,
-// from a zero-padded NHWC input: no bounds checks needed.
+// A run of output pixels of a dense convolution (flat over images and rows, so
+// narrow and small outputs still fill whole register blocks), for one block of
+// output channels, from a zero-padded NHWC input: no bounds checks needed.
 template <typename T>
 struct ConvPixelsArgs {
-  const T* input;         // the image's padded input, at the group's first channel
+  const T* input;         // image 0's padded input, at the group's first channel
+  int64_t input_image;    // elements between input images
   int64_t input_row;      // elements between input rows
   int64_t input_pixel;    // elements between input pixels
   int64_t in_channels;    // channels summed over: a chunk of the group's
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   const T* weight;        // the chunk's packed weights: [kernel_h][kernel_w][in_channels][block]
   const T* bias;          // the block's bias (block values), or nullptr
-  T* output;              // the image's first output pixel, at the block's first channel
-  int64_t output_pixel;   // elements between output pixels
+  T* output;              // image 0's first output pixel, at the block's first channel
+  int64_t output_pixel;   // elements between output pixels, also from one image's last to the next's first
   int64_t out_w;          // output pixels per row
-  int64_t pixel_begin, pixel_end;  // flat output pixels (row * out_w + col) to compute
+  int64_t image_pixels;   // output pixels per image
+  int64_t pixel_begin, pixel_end;  // flat output pixels ((image * out_h + row) * out_w + col) to compute
   int64_t channels;       // valid channels of the block, <= block
   int vectors;            // block = vectors * lanes, 1 to 4
   bool accumulate;        // add to the output (a later chunk of input channels) instead of bias

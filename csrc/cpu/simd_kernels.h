@@ -112,8 +112,9 @@ struct Kernels {
     const T* x[RW];
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
-      const int64_t p = first_pixel + r;
-      x[r] = a.input + p / a.out_w * a.stride_h * a.input_row + p % a.out_w * a.stride_w * a.input_pixel;
+      const int64_t image = (first_pixel + r) / a.image_pixels, p = (first_pixel + r) % a.image_pixels;
+      x[r] = a.input + image * a.input_image + p / a.out_w * a.stride_h * a.input_row +
+             p % a.out_w * a.stride_w * a.input_pixel;
     }
     vec acc[RW][NB];
     const bool full_block = a.channels == NB * L;
