@@ -96,12 +96,13 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
         assert out.shape[2:] == x.shape[2:]
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_many_channels_match_torch(dtype, layout, cpu_isa, small_weight_chunks):
     """Enough input channels to be summed in several cached chunks, and a
-    partial block of output channels; weights packed from either layout (by
-    register transposes from channels_last)."""
+    partial block of output channels; weights packed for the forward and the
+    input gradient from every layout (by register transposes from NCHW and
+    channels_last, element by element from other strides)."""
     x = with_layout(torch.randn(2, 100, 9, 8, dtype=dtype), layout).requires_grad_()
     w = with_layout(torch.randn(70, 100, 3, 3, dtype=dtype), layout).requires_grad_()
     b = torch.randn(70, dtype=dtype, requires_grad=True)

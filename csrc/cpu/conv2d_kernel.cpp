@@ -281,37 +281,80 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
   const int64_t ic_step = transposed ? w.stride_n : w.stride_c;
   const int64_t kh_step = transposed ? -w.stride_h : w.stride_h;
   const int64_t kw_step = transposed ? -w.stride_w : w.stride_w;
+  // NCHW weights: a forward lane's channels and taps are one contiguous run,
+  // and so are a transposed channel's lanes and taps.
+  const int64_t taps = kernel_h * kernel_w;
+  const bool nchw = w.stride_c == taps && w.stride_h == kernel_w && w.stride_w == 1;
+  constexpr int64_t kSubChannels = 16;  // channels per scratch tile of NCHW weights
   T* const packed_data = packed.mutable_data_ptr<T>();
   parallel_over(c.groups * blocking.per_group, slab, [&](int64_t item) {
+    std::vector<T> scratch(nchw ? kSubChannels * taps * width : 0);
     const int64_t g = item / blocking.per_group, first_oc = item % blocking.per_group * width;
     const int64_t lanes = std::min(width, c.out_per_group - first_oc);
     const T* origin = transposed ? &w(g * c.in_per_group, first_oc, kernel_h - 1, kernel_w - 1)
                                  : &w(g * c.out_per_group + first_oc, 0, 0, 0);
     T* p = packed_data + item * slab;
     for (int64_t first_ic = 0; first_ic < c.in_per_group; first_ic += blocking.chunk) {
-      const int64_t last_ic = std::min(c.in_per_group, first_ic + blocking.chunk);
-      for (int64_t kh = 0; kh < kernel_h; ++kh) {
-        for (int64_t kw = 0; kw < kernel_w; ++kw, p += (last_ic - first_ic) * width) {
-          const T* src = origin + first_ic * ic_step + kh * kh_step + kw * kw_step;
-          if (ic_step == 1) {  // channels_last weights: a lanes x channels tile, transposed in registers
-            k.transpose(src, lane_step, p, width, lanes, last_ic - first_ic);
-          } else {
-            for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {
-              const T* from = src + ic * ic_step;
-              T* row = p + ic * width;
-              if (lane_step == 1) {  // the input gradient's, from channels_last weights: lanes side by side
-                std::copy(from, from + lanes, row);
-              } else {
-                for (int64_t lane = 0; lane < lanes; ++lane) {
-                  row[lane] = from[lane * lane_step];
-                }
+      const int64_t count = std::min(blocking.chunk, c.in_per_group - first_ic);
+      const T* src = origin + first_ic * ic_step;
+      const int64_t tap_row = count * width;  // elements between one tap's weights and the next's
+      if (ic_step == 1) {  // channels_last weights: per tap a lanes x channels tile, transposed in registers
+        for (int64_t kh = 0; kh < kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < kernel_w; ++kw) {
+            k.transpose(src + kh * kh_step + kw * kw_step, lane_step, p + (kh * kernel_w + kw) * tap_row, width,
+                        lanes, count);
+          }
+        }
+      } else if (lane_step == 1) {  // the input gradient's, from channels_last weights: lanes side by side
+        for (int64_t kh = 0; kh < kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < kernel_w; ++kw) {
+            for (int64_t ic = 0; ic < count; ++ic) {
+              const T* from = src + ic * ic_step + kh * kh_step + kw * kw_step;
+              std::copy(from, from + lanes, p + (kh * kernel_w + kw) * tap_row + ic * width);
+            }
+          }
+        }
+      } else if (nchw && !transposed) {
+        // Per 16 channels, the lanes x (channel, tap) tile is transposed in
+        // registers into rows of lanes in cache, each row copied to its tap's place.
+        for (int64_t sub = 0; sub < count; sub += kSubChannels) {
+          const int64_t n = std::min(kSubChannels, count - sub);
+          k.transpose(src + sub * taps, lane_step, scratch.data(), width, lanes, n * taps);
+          for (int64_t ic = 0; ic < n; ++ic) {
+            for (int64_t tap = 0; tap < taps; ++tap) {
+              const T* row = scratch.data() + (ic * taps + tap) * width;
+              std::copy(row, row + lanes, p + tap * tap_row + (sub + ic) * width);
+            }
+          }
+        }
+      } else if (nchw) {
+        // The input gradient's: per 16 channels, transposed twice in registers,
+        // channels x (lane, tap) into (lane, tap) x channels, then per tap
+        // lanes x channels into the (flipped) tap's rows of lanes.
+        const T* first_tap = src - (taps - 1);  // the lowest address of a lane's taps
+        for (int64_t sub = 0; sub < count; sub += kSubChannels) {
+          const int64_t n = std::min(kSubChannels, count - sub);
+          k.transpose(first_tap + sub * ic_step, ic_step, scratch.data(), kSubChannels, n, lanes * taps);
+          for (int64_t tap = 0; tap < taps; ++tap) {  // in memory order: the flipped kernel's taps - 1 - tap
+            k.transpose(scratch.data() + tap * kSubChannels, taps * kSubChannels,
+                        p + (taps - 1 - tap) * tap_row + sub * width, width, lanes, n);
+          }
+        }
+      } else {  // any other strides: element by element
+        for (int64_t kh = 0; kh < kernel_h; ++kh) {
+          for (int64_t kw = 0; kw < kernel_w; ++kw) {
+            for (int64_t ic = 0; ic < count; ++ic) {
+              const T* from = src + ic * ic_step + kh * kh_step + kw * kw_step;
+              T* row = p + (kh * kernel_w + kw) * tap_row + ic * width;
+              for (int64_t lane = 0; lane < lanes; ++lane) {
+                row[lane] = from[lane * lane_step];
               }
             }
           }
-          for (int64_t ic = 0; ic < last_ic - first_ic; ++ic) {  // lanes past the channels: zeros
-            std::fill(p + ic * width + lanes, p + (ic + 1) * width, T(0));
-          }
         }
+      }
+      for (int64_t row = 0; row < taps * count; ++row, p += width) {  // lanes past the channels: zeros
+        std::fill(p + lanes, p + width, T(0));
       }
     }
   });
