@@ -248,27 +248,33 @@ struct Blocking {
   }
 };
 
-// Dense weights (C_out, C_in / groups, kh, kw) as [group][block][chunk][kh][kw][ic][lane];
-// depthwise weights (C, 1, kh, kw) as [kh][kw][channel]. Zeros pad the lanes.
-// transposed: the weights of the transposed convolution (channel roles
-// swapped, taps flipped), which computes the input gradient.
+// Depthwise weights (C, 1, kh, kw) as [kh][kw][channel], zeros after the C
+// channels up to padded_channels; transposed as for pack_weight.
 template <typename T>
-at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const ConvNhwc& c,
-                       const Blocking& blocking, int64_t depthwise_channels, bool transposed) {
+at::Tensor pack_depthwise_weight(const at::Tensor& weight, int64_t padded_channels, bool transposed) {
   const Nchw<const T> w = read_view<T>(weight);
-  const int64_t kernel_h = weight.size(2), kernel_w = weight.size(3);
-  if (c.depthwise()) {
-    at::Tensor packed = at::zeros({kernel_h * kernel_w * depthwise_channels}, weight.options());
-    T* p = packed.mutable_data_ptr<T>();
-    for (int64_t kh = 0; kh < kernel_h; ++kh) {
-      for (int64_t kw = 0; kw < kernel_w; ++kw, p += depthwise_channels) {
-        for (int64_t ch = 0; ch < c.groups; ++ch) {
-          p[ch] = transposed ? w(ch, 0, kernel_h - 1 - kh, kernel_w - 1 - kw) : w(ch, 0, kh, kw);
-        }
+  const int64_t channels = weight.size(0), kernel_h = weight.size(2), kernel_w = weight.size(3);
+  at::Tensor packed = at::zeros({kernel_h * kernel_w * padded_channels}, weight.options());
+  T* p = packed.mutable_data_ptr<T>();
+  for (int64_t kh = 0; kh < kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < kernel_w; ++kw, p += padded_channels) {
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        p[ch] = transposed ? w(ch, 0, kernel_h - 1 - kh, kernel_w - 1 - kw) : w(ch, 0, kh, kw);
       }
     }
-    return packed;
   }
+  return packed;
+}
+
+// Dense weights (C_out, C_in / groups, kh, kw) as [group][block][chunk][kh][kw][ic][lane],
+// zeros in the lanes past a group's channels. transposed: the weights of the
+// transposed convolution (channel roles swapped, taps flipped), which
+// computes the input gradient.
+template <typename T>
+at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const ConvNhwc& c,
+                       const Blocking& blocking, bool transposed) {
+  const Nchw<const T> w = read_view<T>(weight);
+  const int64_t kernel_h = weight.size(2), kernel_w = weight.size(3);
   // One task per (group, block of lanes): a contiguous slab of the result.
   const int64_t width = blocking.width, slab = kernel_h * kernel_w * c.in_per_group * width;
   at::Tensor packed = at::empty({c.groups * blocking.per_group * slab}, weight.options());
@@ -378,7 +384,8 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t depthwise_channels = ceil_div(c.groups, k.lanes) * k.lanes;
   const int64_t blocks = c.depthwise() ? 1 : c.groups * blocking.per_group;
   const int64_t block_width = c.depthwise() ? depthwise_channels : blocking.width;
-  const at::Tensor packed = pack_weight<T>(k, weight, c, blocking, depthwise_channels, transposed);
+  const at::Tensor packed = c.depthwise() ? pack_depthwise_weight<T>(weight, depthwise_channels, transposed)
+                                          : pack_weight<T>(k, weight, c, blocking, transposed);
   at::Tensor packed_bias;
   if (bias) {  // zero-padded to whole blocks, per group
     const int64_t per_group = c.depthwise() ? depthwise_channels : blocking.per_group * block_width;
@@ -693,8 +700,7 @@ at::Tensor depthwise(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor
     return depthwise_planes<T>(k, c, src, weight, bias, transposed);
   }
   const int64_t padded_channels = ceil_div(c.groups, k.lanes) * k.lanes;
-  const at::Tensor packed =
-      pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, transposed);
+  const at::Tensor packed = pack_depthwise_weight<T>(weight, padded_channels, transposed);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   const DepthwiseArgs<T> geometry{nullptr, 0, 0, c.in_h, c.in_w, c.pad_h, c.pad_w, c.kernel_h, c.kernel_w,
                                   c.stride_h, c.stride_w, c.dilation_h, c.dilation_w, packed.const_data_ptr<T>(),
@@ -796,8 +802,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                                     at::MemoryFormat format) {
   const ConvNhwc c = ConvNhwc::forward(s);
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
-  const at::Tensor packed =
-      pack_weight<T>(k, weight, c, Blocking::of(c, k.lanes, sizeof(T)), padded_channels, false);
+  const at::Tensor packed = pack_depthwise_weight<T>(weight, padded_channels, false);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   // grad_output is the kernel's input, grad_input its output.
   const DepthwiseArgs<T> geometry{nullptr, 0, 0, s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel,
