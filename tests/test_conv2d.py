@@ -334,12 +334,15 @@ def test_depthwise_tiles_weight_grad_sums_in_chunks_and_folds(cpu_isa):
     assert_weight_grad_matches_torch(grad_output, x, w, padding=0, groups=20)
 
 
-def test_empty_batch_gives_empty_output_and_zero_weight_grad():
-    x = torch.randn(0, 3, 8, 8, requires_grad=True)
-    w = torch.randn(4, 3, 3, 3, requires_grad=True)
-    b = torch.randn(4, requires_grad=True)
-    out = convext.conv2d(x, w, b)
-    assert out.shape == (0, 4, 6, 6)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("in_channels,out_channels,groups", [(3, 4, 1), (32, 40, 1), (32, 32, 32)])
+def test_empty_batch_gives_empty_output_and_zero_weight_grad(in_channels, out_channels, groups, layout, cpu_isa):
+    """Planar, dense (whose small images would share work items) and depthwise."""
+    x = with_layout(torch.randn(0, in_channels, 8, 8), layout).requires_grad_()
+    w = torch.randn(out_channels, in_channels // groups, 3, 3, requires_grad=True)
+    b = torch.randn(out_channels, requires_grad=True)
+    out = convext.conv2d(x, w, b, groups=groups)
+    assert out.shape == (0, out_channels, 6, 6)
     out.sum().backward()
     assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
     assert x.grad.shape == x.shape

@@ -12,6 +12,7 @@ runs: a crash in native code ends the process before hypothesis can report
 the example, and the log's last line is then the one that crashed.
 """
 
+import contextlib
 import functools
 import os
 
@@ -92,6 +93,30 @@ def in_layout(t, layout, generator):
     if n > 0:  # expanded: one image read n times (stride 0)
         return t[:1].expand(n, c, h, w)
     return t.contiguous()
+
+
+def conv_inputs(x_shape, w_shape, bias_size, seed, dtype, layout, special):
+    """A convolution's input, weight and (bias_size > 0) bias, as leaves that require grad."""
+    g = torch.Generator().manual_seed(seed)
+    x = in_layout(make_values(x_shape, dtype, g, special), layout, g)
+    wt = in_layout(make_weight(w_shape, dtype, g), layout, g)
+    b = make_weight((bias_size,), dtype, g) if bias_size else None
+    return [t.requires_grad_() if t is not None else None for t in (x, wt, b)]
+
+
+@contextlib.contextmanager
+def environment(name, value):
+    """os.environ[name] = value for the block (hypothesis runs many examples
+    in one test, so pytest's monkeypatch cannot set it per example)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 # -- comparison ------------------------------------------------------------------
@@ -195,16 +220,33 @@ positive = st.sampled_from([1, 1, 1, 2, 2, 3, 3, 0, -1])  # a stride or dilation
        dilation=positive, bias=st.booleans(), **common)
 def test_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding, dilation, bias,
                                   seed, dtype, layout, special):
-    g = torch.Generator().manual_seed(seed)
-    x = in_layout(make_values((batch, groups * in_group, h, w), dtype, g, special), layout, g)
-    wt = in_layout(make_weight((groups * out_group, in_group, kh, kw), dtype, g), layout, g)
-    b = make_weight((groups * out_group,), dtype, g) if bias else None
-    inputs = [t.requires_grad_() if t is not None else None for t in (x, wt, b)]
+    inputs = conv_inputs((batch, groups * in_group, h, w), (groups * out_group, in_group, kh, kw),
+                         groups * out_group if bias else 0, seed, dtype, layout, special)
     args = (stride, padding, dilation, groups)
     fn = lambda x, w, b: convext.conv2d(x, w, b, *args)  # noqa: E731
     if stride < 1 or dilation < 1:
         return assert_rejects(fn, inputs, "stride must be positive" if stride < 1 else "dilation must be positive")
     check(fn, lambda x, w, b: F.conv2d(x, w, b, *args), inputs, bound_inputs=magnitudes(inputs))
+
+
+@fuzz(batch=st.integers(0, 4), groups=st.integers(1, 2), in_group=st.integers(1, 40), out_group=st.integers(1, 40),
+       h=small, w=small, kh=window, kw=window, stride=st.integers(1, 3), padding=st.integers(0, 3),
+       dilation=st.integers(1, 3), bias=st.booleans(), chunk_bytes=st.sampled_from(["", "256", "4096", "65536"]),
+       **common)
+def test_dense_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding, dilation,
+                                        bias, chunk_bytes, seed, dtype, layout, special):
+    """Many channels per group: the NHWC register-blocked kernels (the test
+    above mostly reaches the planar ones), weights packed from every layout,
+    input channels summed in chunks of every size (CONVEXT_CPU_CHUNK_BYTES;
+    "" the default), small images sharing register blocks."""
+    inputs = conv_inputs((batch, groups * in_group, h, w), (groups * out_group, in_group, kh, kw),
+                         groups * out_group if bias else 0, seed, dtype, layout, special)
+    args = (stride, padding, dilation, groups)
+    if min(size + 2 * padding - dilation * (k - 1) for size, k in ((h, kh), (w, kw))) < 1:
+        return event("window larger than the padded input")
+    with environment("CONVEXT_CPU_CHUNK_BYTES", chunk_bytes):
+        check(lambda x, w, b: convext.conv2d(x, w, b, *args), lambda x, w, b: F.conv2d(x, w, b, *args), inputs,
+              bound_inputs=magnitudes(inputs))
 
 
 @fuzz(batch=st.integers(0, 3), channels=st.integers(1, 40), h=small, w=st.integers(1, 50), kh=window, kw=window,
@@ -232,11 +274,8 @@ def test_nchw_depthwise_agrees_with_torch(batch, channels, h, w, kh, kw, stride,
        output_padding=st.integers(0, 3), dilation=positive, bias=st.booleans(), **common)
 def test_conv_transpose2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding,
                                             output_padding, dilation, bias, seed, dtype, layout, special):
-    g = torch.Generator().manual_seed(seed)
-    x = in_layout(make_values((batch, groups * in_group, h, w), dtype, g, special), layout, g)
-    wt = in_layout(make_weight((groups * in_group, out_group, kh, kw), dtype, g), layout, g)
-    b = make_weight((groups * out_group,), dtype, g) if bias else None
-    inputs = [t.requires_grad_() if t is not None else None for t in (x, wt, b)]
+    inputs = conv_inputs((batch, groups * in_group, h, w), (groups * in_group, out_group, kh, kw),
+                         groups * out_group if bias else 0, seed, dtype, layout, special)
     args = (stride, padding, output_padding, groups, dilation)
     fn = lambda x, w, b: convext.conv_transpose2d(x, w, b, *args)  # noqa: E731
     if stride < 1 or dilation < 1:

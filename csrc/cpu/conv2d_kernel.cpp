@@ -399,9 +399,10 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   // Images smaller than a run go several to an item, each chunk of weights
   // applied to all of them in turn: a deep layer's small images (512 channels
   // at 7x7) would otherwise stream every block's weights once per image.
-  const int64_t images_per_item = c.depthwise() || pixels >= kRun
-                                      ? 1
-                                      : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, c.batch);
+  const int64_t images_per_item =
+      c.depthwise() || pixels >= kRun
+          ? 1
+          : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, std::max<int64_t>(1, c.batch));
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
   parallel_over(image_groups * runs * blocks, images_per_item * kRun * block_weights, [&](int64_t item) {
     const int64_t block = item % blocks, run = item / blocks % runs;
@@ -739,7 +740,8 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
   const int64_t rows = std::clamp<int64_t>(std::min(kTileBytes / row_bytes, kPartialPixels / s.w.out_size), 1,
                                            s.h.out_size);
   const int64_t chunk = std::clamp<int64_t>(
-      std::min(kTileBytes / (rows * row_bytes), kPartialPixels / (rows * s.w.out_size)), 1, s.batch);
+      std::min(kTileBytes / (rows * row_bytes), kPartialPixels / (rows * s.w.out_size)), 1,
+      std::max<int64_t>(1, s.batch));
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     FoldedSums<T> sums((end - begin) * block);
     const auto tile_of = [&](int64_t t) {
