@@ -111,6 +111,30 @@ def test_many_channels_match_torch(dtype, layout, cpu_isa, small_weight_chunks):
     )
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups,in_channels,out_channels", [(1, 20, 13), (2, 18, 26)])
+def test_pointwise_planes_match_torch(groups, in_channels, out_channels, dtype, layout, cpu_isa):
+    """1x1 convolutions of NCHW planes of at least 512 pixels run as a GEMM on
+    the planes, lanes along the pixels: 23x23 = 529 pixels (register blocks,
+    single vectors and a one-pixel tail), output channels not a whole number
+    of blocks, the input gradient by the same kernel. channels_last runs the
+    NHWC kernels; sliced inputs are copied to planes first."""
+    x = with_layout(torch.randn(3, in_channels, 23, 23, dtype=dtype), layout).requires_grad_()
+    w = torch.randn(out_channels, in_channels // groups, 1, 1, dtype=dtype, requires_grad=True)
+    b = torch.randn(out_channels, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, groups=groups), lambda x, w, b: F.conv2d(x, w, b, groups=groups),
+        [x, w, b],
+    )
+    wt = torch.randn(in_channels, out_channels // groups, 1, 1, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv_transpose2d(x, w, b, groups=groups),
+        lambda x, w, b: F.conv_transpose2d(x, w, b, groups=groups),
+        [x, wt, b],
+    )
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, small_weight_chunks):

@@ -109,6 +109,22 @@ struct PlanarGradArgs {
   T* sums;                // one per output channel
 };
 
+// A pointwise (1x1, stride 1, unpadded) convolution on NCHW planes: the lanes
+// run along the pixels, which lie side by side in a plane, and the weights are
+// broadcast, so neither side is transposed. One call: up to pointwise_block
+// output channels over a range of one image's pixels.
+template <typename T>
+struct PointwiseArgs {
+  const T* input;          // the image's plane of the group's first input channel
+  int64_t plane;           // elements between planes (of input and output), = pixels per image
+  int64_t in_channels;     // per group
+  const T* weight;         // packed [in_channels][pointwise_block], zeros past out_channels
+  const T* bias;           // pointwise_block values, or nullptr
+  T* output;               // the plane of the block's first output channel
+  int64_t out_channels;    // <= pointwise_block
+  int64_t pixel_begin, pixel_end;
+};
+
 // Pooling over one image in NHWC order (an NCHW plane is an image of one
 // channel). Window geometry comes precomputed per output row and column.
 struct PoolTaps {
@@ -181,6 +197,8 @@ struct KernelsFor {
   // unflipped packed weights, and channels = all channels. At most
   // kMaxDepthwiseTaps taps.
   void (*depthwise_input_grad)(const DepthwiseArgs<T>&);
+  int pointwise_block;    // output channels per pointwise call
+  void (*pointwise)(const PointwiseArgs<T>&);
   int planar_block;       // output channels per planar call
   void (*planar_rows)(const PlanarArgs<T>&);
   void (*planar_weight_grad)(const PlanarGradArgs<T>&);

@@ -18,6 +18,7 @@ using convext::cpu::DepthwisePlaneArgs;
 using convext::cpu::DepthwisePlaneGradArgs;
 using convext::cpu::PlanarArgs;
 using convext::cpu::PlanarGradArgs;
+using convext::cpu::PointwiseArgs;
 using convext::cpu::PoolArgs;
 using convext::cpu::WeightGradArgs;
 using convext::cpu::WeightGradTile;
@@ -106,6 +107,20 @@ struct Kernels {
     }
   }
 
+  // acc[j][i] += broadcasts[j] * vectors[i]: the outer product that the
+  // pointwise and weight-gradient kernels add per input channel or pixel.
+  template <int NJ, int NI>
+  static void outer_product_add(vec (&acc)[NJ][NI], const T* broadcasts, const vec (&vectors)[NI]) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NJ; ++j) {
+      const vec b = V::broadcast(broadcasts[j]);
+#pragma GCC unroll 4
+      for (int i = 0; i < NI; ++i) {
+        acc[j][i] += b * vectors[i];
+      }
+    }
+  }
+
   // ---- dense convolution -----------------------------------------------
   template <int NB, int RW>
   static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
@@ -182,6 +197,58 @@ struct Kernels {
     }
   }
 
+  // ---- pointwise convolution on NCHW planes ------------------------------
+  // OB output channels by PV vectors of pixels in accumulators; per input
+  // channel, PV loads of its plane and OB broadcasts of its weights.
+  static constexpr int kPointwiseChannels = Registers >= 32 ? 6 : 4;
+  static constexpr int kPointwiseVectors = Registers >= 32 ? 4 : 2;
+
+  // PV vectors of pixels from p; Partial: the last, a.pixel_end - p < L pixels.
+  template <int PV, bool Partial>
+  static void pointwise_block(const PointwiseArgs<T>& a, int64_t p) {
+    constexpr int OB = kPointwiseChannels;
+    static_assert(!Partial || PV == 1);
+    vec acc[OB][PV];
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; ++j) {
+      const vec bias = a.bias ? V::broadcast(a.bias[j]) : vec{};
+#pragma GCC unroll 4
+      for (int v = 0; v < PV; ++v) {
+        acc[j][v] = bias;
+      }
+    }
+    const T* x = a.input + p;
+    const T* w = a.weight;
+    for (int64_t ic = 0; ic < a.in_channels; ++ic, x += a.plane, w += OB) {
+      vec xv[PV];
+#pragma GCC unroll 4
+      for (int v = 0; v < PV; ++v) {
+        xv[v] = Partial ? load_first(x, a.pixel_end - p) : V::load(x + v * L);
+      }
+      outer_product_add(acc, w, xv);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; ++j) {
+      if (j < a.out_channels) {
+        store_first<PV>(a.output + j * a.plane + p, acc[j], Partial ? a.pixel_end - p : PV * L);
+      }
+    }
+  }
+
+  static void pointwise(const PointwiseArgs<T>& a) {
+    constexpr int PV = kPointwiseVectors;
+    int64_t p = a.pixel_begin;
+    for (; p + PV * L <= a.pixel_end; p += PV * L) {
+      pointwise_block<PV, false>(a, p);
+    }
+    for (; p + L <= a.pixel_end; p += L) {
+      pointwise_block<1, false>(a, p);
+    }
+    if (p < a.pixel_end) {
+      pointwise_block<1, true>(a, p);
+    }
+  }
+
   // Weight-gradient tile: TB channels broadcast by TV vectors of channels.
   // ByOutput == false: output channels broadcast, input channels in the lanes;
   // true (groups with fewer input than output channels): the other way round.
@@ -213,14 +280,7 @@ struct Kernels {
       for (int i = 0; i < TV; ++i) {
         v[i] = V::load(vectors + i * L);
       }
-#pragma GCC unroll 16
-      for (int j = 0; j < TB; ++j) {
-        const vec b = V::broadcast(broadcasts[j]);
-#pragma GCC unroll 2
-        for (int i = 0; i < TV; ++i) {
-          acc[j][i] += b * v[i];
-        }
-      }
+      outer_product_add(acc, broadcasts, v);
     });
 #pragma GCC unroll 16
     for (int j = 0; j < TB; ++j) {
@@ -1334,7 +1394,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
-            &depthwise_pixels, &depthwise_input_grad, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
+            &depthwise_pixels, &depthwise_input_grad, kPointwiseChannels, &pointwise, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
