@@ -249,6 +249,20 @@ def test_dense_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w
               bound_inputs=magnitudes(inputs))
 
 
+@fuzz(batch=st.integers(0, 3), groups=st.integers(1, 3), in_group=st.integers(1, 40), out_group=st.integers(1, 40),
+       h=st.integers(1, 40), w=st.integers(1, 40), bias=st.booleans(), **common)
+def test_pointwise_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, bias, seed, dtype, layout,
+                                            special):
+    """1x1 convolutions, stride 1, unpadded: NCHW planes of at least 512
+    pixels run as a GEMM on the planes (lanes along the pixels), smaller ones
+    and other layouts on the NHWC or planar kernels."""
+    inputs = conv_inputs((batch, groups * in_group, h, w), (groups * out_group, in_group, 1, 1),
+                         groups * out_group if bias else 0, seed, dtype, layout, special)
+    event("planes of at least 512 pixels" if h * w >= 512 else "planes of fewer than 512 pixels")
+    check(lambda x, w, b: convext.conv2d(x, w, b, groups=groups), lambda x, w, b: F.conv2d(x, w, b, groups=groups),
+          inputs, bound_inputs=magnitudes(inputs))
+
+
 @fuzz(batch=st.integers(0, 3), channels=st.integers(1, 40), h=small, w=st.integers(1, 50), kh=window, kw=window,
        stride=st.integers(1, 3), padding=st.integers(0, 3), dilation=st.integers(1, 3), bias=st.booleans(),
        seed=common["seed"], dtype=common["dtype"], special=common["special"])
