@@ -248,6 +248,29 @@ struct Blocking {
   }
 };
 
+// bias (a group's channels after another's) as [group][slot]: each group's
+// channels in its first slots, zeros in the rest, so that a kernel reads
+// whole blocks of a group's channels. Empty when there is no bias.
+at::Tensor bias_per_group(const std::optional<at::Tensor>& bias, int64_t groups, int64_t slots,
+                          const at::TensorOptions& options) {
+  if (!bias) {
+    return at::Tensor();
+  }
+  const int64_t per_group = bias->size(0) / groups;
+  at::Tensor padded = at::zeros({groups, slots}, options);
+  padded.narrow(1, 0, per_group).copy_(bias->view({groups, per_group}));
+  return padded;
+}
+
+// Weight (oc, ic, kh, kw) of group g of convolution c in torch's weight w, or,
+// transposed, of the transposed convolution (channel roles swapped, taps flipped).
+template <typename T>
+T group_weight(const Nchw<const T>& w, const ConvNhwc& c, bool transposed, int64_t g, int64_t oc, int64_t ic,
+               int64_t kh, int64_t kw) {
+  return transposed ? w(g * c.in_per_group + ic, oc, c.kernel_h - 1 - kh, c.kernel_w - 1 - kw)
+                    : w(g * c.out_per_group + oc, ic, kh, kw);
+}
+
 // Depthwise weights (C, 1, kh, kw) as [kh][kw][channel], zeros after the C
 // channels up to padded_channels; transposed as for pack_weight.
 template <typename T>
@@ -386,13 +409,9 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t block_width = c.depthwise() ? depthwise_channels : blocking.width;
   const at::Tensor packed = c.depthwise() ? pack_depthwise_weight<T>(weight, depthwise_channels, transposed)
                                           : pack_weight<T>(k, weight, c, blocking, transposed);
-  at::Tensor packed_bias;
-  if (bias) {  // zero-padded to whole blocks, per group
-    const int64_t per_group = c.depthwise() ? depthwise_channels : blocking.per_group * block_width;
-    const int64_t groups = c.depthwise() ? 1 : c.groups;
-    packed_bias = at::zeros({groups, per_group}, weight.options());
-    packed_bias.narrow(1, 0, out_c / groups).copy_(bias->view({groups, out_c / groups}));
-  }
+  const at::Tensor packed_bias =
+      c.depthwise() ? bias_per_group(bias, 1, depthwise_channels, weight.options())
+                    : bias_per_group(bias, c.groups, blocking.per_group * block_width, weight.options());
   const T* w = packed.const_data_ptr<T>();
   const T* b = bias ? packed_bias.const_data_ptr<T>() : nullptr;
   const int64_t block_weights = c.kernel_h * c.kernel_w * c.in_per_group * block_width;
@@ -465,7 +484,7 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   // Weights and bias per block of planar_block output channels, zeros past the group's.
   const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
   at::Tensor packed = at::zeros({c.groups * blocks * block * in_g * taps}, weight.options());
-  at::Tensor packed_bias = at::zeros({c.groups * blocks * block}, weight.options());
+  const at::Tensor packed_bias = bias_per_group(bias, c.groups, blocks * block, weight.options());
   const Nchw<const T> w = read_view<T>(weight);
   T* p = packed.mutable_data_ptr<T>();
   for (int64_t g = 0; g < c.groups; ++g) {
@@ -475,14 +494,9 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
         for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
           for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
             p[((slot * in_g + ic) * c.kernel_h + kh) * c.kernel_w + kw] =
-                transposed ? w(g * in_g + ic, oc, c.kernel_h - 1 - kh, c.kernel_w - 1 - kw)
-                           : w(g * out_g + oc, ic, kh, kw);
+                group_weight(w, c, transposed, g, oc, ic, kh, kw);
           }
         }
-      }
-      if (bias) {
-        packed_bias.mutable_data_ptr<T>()[slot] =
-            bias->const_data_ptr<T>()[(g * out_g + oc) * bias->stride(0)];
       }
     }
   }
@@ -527,18 +541,14 @@ at::Tensor pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
   const int64_t blocks = ceil_div(out_g, block);
   // Weights as [group][block][ic][block's channel], bias as [group][block][channel]; zeros past a group's channels.
   at::Tensor packed = at::zeros({c.groups * blocks * in_g * block}, weight.options());
-  at::Tensor packed_bias = at::zeros({c.groups * blocks * block}, weight.options());
+  const at::Tensor packed_bias = bias_per_group(bias, c.groups, blocks * block, weight.options());
   const Nchw<const T> w = read_view<T>(weight);
   T* p = packed.mutable_data_ptr<T>();
   for (int64_t g = 0; g < c.groups; ++g) {
     for (int64_t oc = 0; oc < out_g; ++oc) {
       const int64_t first = (g * blocks + oc / block) * in_g * block + oc % block;
       for (int64_t ic = 0; ic < in_g; ++ic) {
-        p[first + ic * block] = transposed ? w(g * in_g + ic, oc, 0, 0) : w(g * out_g + oc, ic, 0, 0);
-      }
-      if (bias) {
-        packed_bias.mutable_data_ptr<T>()[g * blocks * block + oc] =
-            bias->const_data_ptr<T>()[(g * out_g + oc) * bias->stride(0)];
+        p[first + ic * block] = group_weight(w, c, transposed, g, oc, ic, 0, 0);
       }
     }
   }
