@@ -135,6 +135,49 @@ def test_pointwise_planes_match_torch(groups, in_channels, out_channels, dtype, 
     )
 
 
+TAP_PLANE_CASES = {  # input (N, C, H, W), weight, conv2d keyword arguments
+    "LeNet 6 -> 16": ((3, 6, 14, 13), (16, 6, 5, 5), {}),
+    "dilated, padded": ((2, 3, 12, 11), (12, 3, 5, 5), {"padding": 1, "dilation": 2}),
+    "groups, non-square": ((2, 6, 11, 10), (20, 3, 5, 4), {"padding": (1, 2), "groups": 2}),
+    "padding past the reach": ((2, 3, 9, 9), (12, 3, 5, 5), {"padding": 5}),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", TAP_PLANE_CASES)
+def test_tap_planes_match_torch(case, dtype, layout, cpu_isa):
+    """Input gradients with few channels and more pixels than grad_output run
+    as a GEMM over grad_output's pixels into one plane per tap, then the
+    planes added at their shifts: zeros left and right of a row and above and
+    below a plane, dilation, groups, a crop of grad_output (padding past the
+    kernel's reach; AVX-512 float only, elsewhere the NHWC kernels win)."""
+    x_shape, w_shape, kwargs = TAP_PLANE_CASES[case]
+    x = with_layout(torch.randn(x_shape, dtype=dtype), layout).requires_grad_()
+    w = torch.randn(w_shape, dtype=dtype, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, **kwargs), lambda x, w, b: F.conv2d(x, w, b, **kwargs), [x, w, b]
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("output_padding", [0, 1])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_tap_planes_conv_transpose2d_match_torch(groups, output_padding, layout, cpu_isa):
+    """conv_transpose2d is the same path with a bias (each group its own);
+    output_padding leaves its last row and column without a source pixel."""
+    x = with_layout(torch.randn(2, 12 * groups, 9, 8, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(12 * groups, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    kwargs = {"dilation": 2, "output_padding": output_padding, "groups": groups}
+    assert_same_results(
+        lambda x, w, b: convext.conv_transpose2d(x, w, b, **kwargs),
+        lambda x, w, b: F.conv_transpose2d(x, w, b, **kwargs),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, small_weight_chunks):

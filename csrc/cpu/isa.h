@@ -116,13 +116,29 @@ struct PlanarGradArgs {
 template <typename T>
 struct PointwiseArgs {
   const T* input;          // the image's plane of the group's first input channel
-  int64_t plane;           // elements between planes (of input and output), = pixels per image
+  int64_t input_plane;     // elements between input planes
   int64_t in_channels;     // per group
   const T* weight;         // packed [in_channels][pointwise_block], zeros past out_channels
   const T* bias;           // pointwise_block values, or nullptr
   T* output;               // the plane of the block's first output channel
+  int64_t output_plane;    // elements between output planes
   int64_t out_channels;    // <= pointwise_block
   int64_t pixel_begin, pixel_end;
+};
+
+// Output planes as sums of shifted planes, one per kernel tap:
+// output[c](y, x) = bias[c] + sum over taps t of planes[c * taps + t][offsets[t] + y * row + x].
+// The planes have the zeros around them that make every read valid (vectors
+// run up to a vector past a row's end), so no bounds are checked.
+template <typename T>
+struct TapSumArgs {
+  const T* planes;         // channel 0's tap 0, at the element offsets count from
+  int64_t plane;           // elements between planes; a channel's taps are consecutive
+  const int64_t* offsets;  // per tap
+  int64_t taps, row;
+  const T* bias;           // per channel, or nullptr
+  T* output;               // contiguous planes of out_h x out_w
+  int64_t channels, out_h, out_w;
 };
 
 // Pooling over one image in NHWC order (an NCHW plane is an image of one
@@ -199,6 +215,7 @@ struct KernelsFor {
   void (*depthwise_input_grad)(const DepthwiseArgs<T>&);
   int pointwise_block;    // output channels per pointwise call
   void (*pointwise)(const PointwiseArgs<T>&);
+  void (*tap_sums)(const TapSumArgs<T>&);
   int planar_block;       // output channels per planar call
   void (*planar_rows)(const PlanarArgs<T>&);
   void (*planar_weight_grad)(const PlanarGradArgs<T>&);

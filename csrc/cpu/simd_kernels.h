@@ -20,6 +20,7 @@ using convext::cpu::PlanarArgs;
 using convext::cpu::PlanarGradArgs;
 using convext::cpu::PointwiseArgs;
 using convext::cpu::PoolArgs;
+using convext::cpu::TapSumArgs;
 using convext::cpu::WeightGradArgs;
 using convext::cpu::WeightGradTile;
 
@@ -219,7 +220,7 @@ struct Kernels {
     }
     const T* x = a.input + p;
     const T* w = a.weight;
-    for (int64_t ic = 0; ic < a.in_channels; ++ic, x += a.plane, w += OB) {
+    for (int64_t ic = 0; ic < a.in_channels; ++ic, x += a.input_plane, w += OB) {
       vec xv[PV];
 #pragma GCC unroll 4
       for (int v = 0; v < PV; ++v) {
@@ -230,7 +231,7 @@ struct Kernels {
 #pragma GCC unroll 8
     for (int j = 0; j < OB; ++j) {
       if (j < a.out_channels) {
-        store_first<PV>(a.output + j * a.plane + p, acc[j], Partial ? a.pixel_end - p : PV * L);
+        store_first<PV>(a.output + j * a.output_plane + p, acc[j], Partial ? a.pixel_end - p : PV * L);
       }
     }
   }
@@ -246,6 +247,58 @@ struct Kernels {
     }
     if (p < a.pixel_end) {
       pointwise_block<1, true>(a, p);
+    }
+  }
+
+  // ---- sums of shifted tap planes --------------------------------------
+  // NV output vectors from the flat (channel, row, vector of the row) index
+  // `first`, one accumulator each: a tap's NV adds are independent. A vector
+  // is stored whole, its lanes past the row's end too, unless that reaches
+  // past the call's last pixel: those lanes land on pixels that later vectors
+  // store over, as the vectors go in memory order.
+  static constexpr int kTapSumVectors = Registers >= 32 ? 8 : 4;
+
+  template <int NV>
+  static void tap_sum_block(const TapSumArgs<T>& a, int64_t first) {
+    const int64_t per_row = (a.out_w + L - 1) / L, per_channel = a.out_h * per_row;
+    const T* src[NV];
+    T* dst[NV];
+    vec acc[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) {
+      const int64_t channel = (first + i) / per_channel, y = (first + i) % per_channel / per_row;
+      const int64_t x = (first + i) % per_row * L;
+      src[i] = a.planes + channel * a.taps * a.plane + y * a.row + x;
+      dst[i] = a.output + (channel * a.out_h + y) * a.out_w + x;
+      acc[i] = V::broadcast(a.bias ? a.bias[channel] : T(0));
+    }
+    for (int64_t t = 0; t < a.taps; ++t) {
+      const int64_t offset = t * a.plane + a.offsets[t];
+#pragma GCC unroll 8
+      for (int i = 0; i < NV; ++i) {
+        acc[i] += V::load(src[i] + offset);
+      }
+    }
+    const T* const end = a.output + a.channels * a.out_h * a.out_w;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) {
+      if (end - dst[i] >= L) {
+        V::store(dst[i], acc[i]);
+      } else {
+        store_first<1>(dst[i], &acc[i], end - dst[i]);
+      }
+    }
+  }
+
+  static void tap_sums(const TapSumArgs<T>& a) {
+    constexpr int NV = kTapSumVectors;
+    const int64_t vectors = a.channels * a.out_h * ((a.out_w + L - 1) / L);
+    int64_t v = 0;
+    for (; v + NV <= vectors; v += NV) {
+      tap_sum_block<NV>(a, v);
+    }
+    for (; v < vectors; ++v) {
+      tap_sum_block<1>(a, v);
     }
   }
 
@@ -1394,7 +1447,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
-            &depthwise_pixels, &depthwise_input_grad, kPointwiseChannels, &pointwise, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
+            &depthwise_pixels, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
