@@ -245,11 +245,15 @@ def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, 
 def _max_pool2d_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[1])
     ctx.window = inputs[1:]
+    # The indices have no gradient: without this, autograd would fill a tensor
+    # of their size with zeros for each backward (0.3 ms on the benchmark's 3x3/2 pool).
+    ctx.set_materialize_grads(False)
 
 
 def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     input, indices = ctx.saved_tensors
-    return ops.max_pool2d_backward(grad_output, input, indices, *ctx.window), None, None, None, None, None
+    grad_input = None if grad_output is None else ops.max_pool2d_backward(grad_output, input, indices, *ctx.window)
+    return grad_input, None, None, None, None, None
 
 
 torch.library.register_autograd("convext::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup)
