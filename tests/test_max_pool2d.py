@@ -127,3 +127,17 @@ def test_backward_rejects_indices_outside_the_plane():
     with pytest.raises(RuntimeError, match="index 16 is outside the input plane of 4x4"):
         torch.ops.convext.max_pool2d_backward(torch.ones_like(out), x, torch.full_like(idx, 16), [2, 2], [2, 2],
                                               [0, 0], [1, 1], False)
+
+
+def test_backward_allocates_no_gradient_for_the_indices():
+    """The indices have no gradient: autograd passes None for them instead of
+    a tensor of zeros of their size, and the backward writes grad_input once."""
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out, _ = convext.max_pool2d(x, 2, return_indices=True)
+    grad_output = torch.ones_like(out)
+    with torch.profiler.profile() as profile:
+        (grad,) = torch.autograd.grad(out, [x], grad_output)
+    names = [event.name for event in profile.events()]
+    assert "convext::max_pool2d_backward" in names
+    assert not {"aten::zeros", "aten::zero_", "aten::fill_"} & set(names)
+    assert_close(grad, torch.autograd.grad(F.max_pool2d(x, 2), [x], grad_output)[0])
