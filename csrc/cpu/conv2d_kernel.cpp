@@ -515,6 +515,27 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   });
 }
 
+// Weights for the pointwise kernel with one row per (output channel, tap),
+// row = oc * taps + tap, as [group][block of rows][ic][row in block]; zeros
+// past a group's rows. For a 1x1 kernel the rows are the output channels.
+template <typename T>
+at::Tensor pack_pointwise_rows(const at::Tensor& weight, const ConvNhwc& c, bool transposed, int64_t block) {
+  const int64_t in_g = c.in_per_group, taps = c.kernel_h * c.kernel_w, rows = c.out_per_group * taps;
+  const int64_t blocks = ceil_div(rows, block);
+  at::Tensor packed = at::zeros({c.groups * blocks * in_g * block}, weight.options());
+  const Nchw<const T> w = read_view<T>(weight);
+  T* p = packed.mutable_data_ptr<T>();
+  for (int64_t g = 0; g < c.groups; ++g) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t oc = r / taps, kh = r % taps / c.kernel_w, kw = r % taps % c.kernel_w;
+      for (int64_t ic = 0; ic < in_g; ++ic) {
+        p[((g * blocks + r / block) * in_g + ic) * block + r % block] = group_weight(w, c, transposed, g, oc, ic, kh, kw);
+      }
+    }
+  }
+  return packed;
+}
+
 // Pointwise convolutions (1x1, stride 1, no padding) of NCHW tensors: a GEMM
 // per image and group on the planes as they lie, lanes along the pixels. On
 // NHWC kernels the input and the output would be transposed through memory
@@ -539,19 +560,9 @@ at::Tensor pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
                             const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
   const int64_t in_g = c.in_per_group, out_g = c.out_per_group, block = k.pointwise_block;
   const int64_t blocks = ceil_div(out_g, block);
-  // Weights as [group][block][ic][block's channel], bias as [group][block][channel]; zeros past a group's channels.
-  at::Tensor packed = at::zeros({c.groups * blocks * in_g * block}, weight.options());
+  // Bias as [group][block][channel], zeros past a group's channels.
+  const at::Tensor packed = pack_pointwise_rows<T>(weight, c, transposed, block);
   const at::Tensor packed_bias = bias_per_group(bias, c.groups, blocks * block, weight.options());
-  const Nchw<const T> w = read_view<T>(weight);
-  T* p = packed.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < c.groups; ++g) {
-    for (int64_t oc = 0; oc < out_g; ++oc) {
-      const int64_t first = (g * blocks + oc / block) * in_g * block + oc % block;
-      for (int64_t ic = 0; ic < in_g; ++ic) {
-        p[first + ic * block] = group_weight(w, c, transposed, g, oc, ic, 0, 0);
-      }
-    }
-  }
   const at::Tensor planes = src.contiguous();
   at::Tensor result = at::empty({c.batch, c.out_channels(), c.out_h, c.out_w}, weight.options());
   const int64_t pixels = c.in_h * c.in_w;
@@ -580,7 +591,7 @@ at::Tensor pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
 // then each tap's plane added at its shift. It pays where the output has more
 // pixels than the source and too few channels for the NHWC kernels' lanes:
 // LeNet's 6 -> 16 layer's input gradient (14x14 from 10x10 grad_output, 6
-// channels in 16 lanes) takes 3.3x fewer vector FMAs so.
+// channels in 16 lanes) takes 3.3x fewer vector operations so.
 //
 // In a scratch copy each source row is followed by zero columns, enough that
 // the columns a tap reads left or right of the source wrap onto zeros; the
@@ -618,7 +629,7 @@ struct TapPlanes {
   }
 };
 
-// P of an image and group stays in L2; LeNet's is 132 KB.
+// P of an image and group stays in L2; LeNet's is 159 KiB.
 constexpr int64_t kMaxTapPlaneBytes = int64_t{512} << 10;
 
 bool use_tap_planes(const ConvNhwc& c, const TapPlanes& t, int64_t step_h, int64_t step_w, int64_t element_size,
@@ -637,18 +648,7 @@ at::Tensor tap_planes(const KernelsFor<T>& k, const ConvNhwc& c, const TapPlanes
                       const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
   const int64_t in_g = c.in_per_group, out_g = c.out_per_group, taps = c.kernel_h * c.kernel_w;
   const int64_t block = k.pointwise_block, rows = out_g * taps, blocks = ceil_div(rows, block);
-  // Weights as [group][block of P's rows][ic][row in block], row = oc * taps + tap.
-  at::Tensor packed = at::zeros({c.groups * blocks * in_g * block}, weight.options());
-  const Nchw<const T> w = read_view<T>(weight);
-  T* p = packed.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < c.groups; ++g) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t oc = r / taps, kh = r % taps / c.kernel_w, kw = r % taps % c.kernel_w;
-      for (int64_t ic = 0; ic < in_g; ++ic) {
-        p[((g * blocks + r / block) * in_g + ic) * block + r % block] = group_weight(w, c, transposed, g, oc, ic, kh, kw);
-      }
-    }
-  }
+  const at::Tensor packed = pack_pointwise_rows<T>(weight, c, transposed, block);  // P's rows
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   const int64_t src_h = src.size(2), src_w = src.size(3), src_plane = src_h * src_w;
   const at::Tensor planes = padded_buffer<T>(k, src, false, src_h, src_w, 0, 0, 1, 1, 0);
