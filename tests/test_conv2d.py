@@ -346,6 +346,27 @@ def test_depthwise_matches_torch(channels, kernel, stride, dilation, padding, la
     )
 
 
+@pytest.mark.parametrize("kernel", [3, 5, (4, 3)])
+@pytest.mark.parametrize("stride", [1, (1, 2)])
+@pytest.mark.parametrize("width", [41, 13])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_depthwise_nhwc_register_blocks_match_torch(kernel, stride, width, layout, cpu_isa):
+    """The NHWC depthwise kernel on rows wide enough for its blocks of 12
+    pixels (the last overlapping the one before), and on rows of blocks of 4
+    and single pixels, over vectors of channels and a partial one. At stride
+    1 the input gradient is the same kernel, on NCHW tensors too."""
+    channels = 37
+    x = with_layout(torch.randn(2, channels, 9, width, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(channels, 1, *((kernel, kernel) if isinstance(kernel, int) else kernel),
+                    dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, 2, 1, channels),
+        lambda x, w, b: F.conv2d(x, w, b, stride, 2, 1, channels),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("out_w", [16, 20, 32, 45])
 @pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (1, 2, 0), (1, 1, 3), (2, 1, 1), (3, 2, 2)])
 def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa):
