@@ -390,15 +390,20 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
   return packed;
 }
 
-// Runs convolution c over an NHWC input buffer into an NHWC output. Work items:
-// (image or group of small images, run of output pixels, channel block), the block fastest so that
-// neighbouring items share their input pixels in cache. 72 pixels: a whole
-// number of register blocks of every kernel width.
+// Runs convolution c over an NHWC input buffer into an NHWC output, or, with
+// nchw_output (not depthwise), an NCHW one: an item's block is summed in a
+// thread's NHWC tile and transposed into the planes from cache, instead of a
+// pass over the whole output after. Work items: (image or group of small
+// images, run of output pixels, channel block), the block fastest so that
+// neighbouring items share their input pixels in cache. 144 pixels: a whole
+// number of register blocks of every kernel width and of 16-lane transposes
+// (72 left 8 pixels of each run to the transpose's element-by-element edge;
+// the stem's NCHW forward took 6.7-7.1 ms with 72, 5.9-6.1 with 144).
 template <typename T>
 void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                   bool transposed, T* output) {
-  constexpr int64_t kRun = 72;
+                   bool transposed, bool nchw_output, T* output) {
+  constexpr int64_t kRun = 144;
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
@@ -423,7 +428,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
           ? 1
           : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, std::max<int64_t>(1, c.batch));
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
-  parallel_over(image_groups * runs * blocks, images_per_item * kRun * block_weights, [&](int64_t item) {
+  const auto run_item = [&](int64_t item, T* tile) {
     const int64_t block = item % blocks, run = item / blocks % runs;
     const int64_t first_image = item / (blocks * runs) * images_per_item;
     const int64_t last_image = std::min(c.batch, first_image + images_per_item);
@@ -437,23 +442,40 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
       return;
     }
     const int64_t g = block / blocking.per_group, in_group = block % blocking.per_group;
+    const int64_t first_channel = g * c.out_per_group + in_group * blocking.width;
+    const int64_t channels = std::min(blocking.width, c.out_per_group - in_group * blocking.width);
+    // The item's pixels, flat over its images so that small images fill
+    // whole register blocks (an item of several images has the one run).
+    const int64_t first_pixel = first_image * pixels + pixel_begin;
+    const int64_t end_pixel = (last_image - 1) * pixels + pixel_end;
     const int64_t chunk_weights = c.kernel_h * c.kernel_w * blocking.chunk * blocking.width;
     for (int64_t chunk = 0; chunk < blocking.chunks; ++chunk) {
-      // The item's pixels, flat over its images so that small images fill
-      // whole register blocks (an item of several images has the one run).
       const int64_t first_ic = chunk * blocking.chunk;
       ConvPixelsArgs<T> a{input + g * c.in_per_group + first_ic, image_in, c.in_w * in_c, in_c,
                           std::min(blocking.chunk, c.in_per_group - first_ic), c.kernel_h, c.kernel_w,
                           c.stride_h, c.stride_w, c.dilation_h, c.dilation_w,
                           w + block * block_weights + chunk * chunk_weights,
                           b ? b + block * blocking.width : nullptr,
-                          output + g * c.out_per_group + in_group * blocking.width, out_c, c.out_w, pixels,
-                          first_image * pixels + pixel_begin, (last_image - 1) * pixels + pixel_end,
-                          std::min(blocking.width, c.out_per_group - in_group * blocking.width),
-                          blocking.vectors, chunk > 0};
+                          nchw_output ? tile : output + first_pixel * out_c + first_channel,
+                          nchw_output ? blocking.width : out_c, c.out_w, pixels, first_pixel, end_pixel,
+                          channels, blocking.vectors, chunk > 0};
       k.conv_pixels(a);
     }
-  });
+    for (int64_t image = first_image; nchw_output && image < last_image; ++image) {
+      const int64_t begin = std::max(first_pixel, image * pixels), end = std::min(end_pixel, (image + 1) * pixels);
+      k.transpose(tile + (begin - first_pixel) * blocking.width, blocking.width,
+                  output + (image * out_c + first_channel) * pixels + begin - image * pixels, pixels, end - begin,
+                  channels);
+    }
+  };
+  const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, kRun) * blocking.width : 0;
+  parallel_ranges(image_groups * runs * blocks, images_per_item * kRun * block_weights,
+                  [&](int64_t begin, int64_t end) {
+                    std::vector<T> tile(tile_size);
+                    for (int64_t item = begin; item < end; ++item) {
+                      run_item(item, tile.data());
+                    }
+                  });
 }
 
 at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
@@ -797,9 +819,11 @@ void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, con
 // Runs convolution c on src, placed in a buffer as the kernels read it (row i
 // of src at pad_top + i * step_h, likewise columns), and returns the result in
 // torch's layout: planar kernels on NCHW planes when channel lanes would be
-// mostly empty, NHWC kernels otherwise, in either layout: channels_last
-// tensors are transposed in and out, and grouped 4-channel layers still ran
-// about 1.6x faster so than on NHWC kernels with 4 of 16 lanes in use.
+// mostly empty, NHWC kernels otherwise, in either layout: NCHW sources are
+// transposed in and the NHWC kernels write NCHW results tile by tile;
+// channels_last tensors are transposed in and out of the planar kernels, and
+// grouped 4-channel layers still ran about 1.6x faster so than on NHWC kernels
+// with 4 of 16 lanes in use.
 template <typename T>
 at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
                     int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
@@ -815,11 +839,16 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   const bool planar = use_planar(c, k.lanes);
   const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
                                              step_h, step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
+  const bool nchw = planar || (format == at::MemoryFormat::Contiguous && !c.depthwise());
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
-      weight.options().memory_format(planar ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
-  (planar ? convolve_planar<T> : convolve_nhwc<T>)(k, c, buffer.const_data_ptr<T>(), weight, bias,
-                                                   transposed, result.mutable_data_ptr<T>());
+      weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
+  if (planar) {
+    convolve_planar<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, result.mutable_data_ptr<T>());
+  } else {
+    convolve_nhwc<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, nchw,
+                     result.mutable_data_ptr<T>());
+  }
   return in_layout<T>(k, result, format);
 }
 
@@ -1001,7 +1030,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   }
   const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
-  constexpr int64_t kRun = 72;
+  constexpr int64_t kRun = 144;
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
   const T* g = gy.const_data_ptr<T>();
   T* out = grad_input.mutable_data_ptr<T>();

@@ -20,7 +20,7 @@ struct ConvPixelsArgs {
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   const T* weight;        // the chunk's packed weights: [kernel_h][kernel_w][in_channels][block]
   const T* bias;          // the block's bias (block values), or nullptr
-  T* output;              // image 0's first output pixel, at the block's first channel
+  T* output;              // pixel_begin's output, at the block's first channel
   int64_t output_pixel;   // elements between output pixels, also from one image's last to the next's first
   int64_t out_w;          // output pixels per row
   int64_t image_pixels;   // output pixels per image

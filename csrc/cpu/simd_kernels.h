@@ -136,7 +136,7 @@ struct Kernels {
     const bool full_block = a.channels == NB * L;
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
-      const T* o = a.output + (first_pixel + r) * a.output_pixel;
+      const T* o = a.output + (first_pixel + r - a.pixel_begin) * a.output_pixel;
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) {
         if (a.accumulate) {
@@ -168,7 +168,7 @@ struct Kernels {
       }
     }
     for (int r = 0; r < RW; ++r) {
-      store_first<NB>(a.output + (first_pixel + r) * a.output_pixel, acc[r], a.channels);
+      store_first<NB>(a.output + (first_pixel + r - a.pixel_begin) * a.output_pixel, acc[r], a.channels);
     }
   }
 
