@@ -493,15 +493,21 @@ bool use_planar(const ConvNhwc& c, int lanes) {
          2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
 }
 
+// Output rows per work item of the planar kernels.
+constexpr int64_t kPlanarBand = 8;
+
 // Vector loads run up to two vectors of strided columns past a row's end.
 int64_t planar_slack(int64_t stride_w, int lanes) { return 4 * lanes * stride_w + 2 * lanes; }
 
 // Runs convolution c over NCHW planes of c.in_h x c.in_w (the padding is in the
-// buffer) into a contiguous NCHW output; `transposed` as for pack_weight.
+// buffer) into a contiguous NCHW output, or, with nhwc_output, an NHWC one:
+// each output row of every channel is computed into a thread's tile, in
+// cache, and transposed from there, instead of a pass over the whole output
+// after. `transposed` as for pack_weight.
 template <typename T>
 void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                     bool transposed, T* output) {
+                     bool transposed, bool nhwc_output, T* output) {
   const int64_t in_g = c.in_per_group, out_g = c.out_per_group, taps = c.kernel_h * c.kernel_w;
   // Weights and bias per block of planar_block output channels, zeros past the group's.
   const int64_t block = k.planar_block, blocks = ceil_div(out_g, block);
@@ -522,18 +528,39 @@ void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
       }
     }
   }
-  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w;
-  parallel_over(c.batch * c.groups * blocks * c.out_h, c.out_w * block * in_g * taps, [&](int64_t item) {
-    const int64_t oh = item % c.out_h, b = item / c.out_h % blocks;
-    const int64_t g = item / (c.out_h * blocks) % c.groups, n = item / (c.out_h * blocks * c.groups);
-    const int64_t slot = (g * blocks + b) * block;
-    PlanarArgs<T> a{input + (n * c.in_channels() + g * in_g) * in_plane + oh * c.stride_h * c.in_w,
-                    in_plane, c.in_w, in_g, c.kernel_h, c.kernel_w, c.stride_w, c.dilation_h,
-                    c.dilation_w, packed.const_data_ptr<T>() + slot * in_g * taps,
-                    bias ? packed_bias.const_data_ptr<T>() + slot : nullptr,
-                    output + (n * c.out_channels() + g * out_g + b * block) * out_plane + oh * c.out_w,
-                    out_plane, c.out_w, std::min(block, out_g - b * block)};
-    k.planar_rows(a);
+  const int64_t in_plane = c.in_h * c.in_w, out_plane = c.out_h * c.out_w, out_c = c.out_channels();
+  // Items: a band of output rows of an image, every block of every group,
+  // each block row after row so that its few input planes' rows stay in L1.
+  const int64_t band = std::min<int64_t>(c.out_h, kPlanarBand);
+  const int64_t bands = ceil_div(c.out_h, band);
+  parallel_ranges(c.batch * bands, band * c.out_w * out_c * in_g * taps, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile(nhwc_output ? out_c * band * c.out_w : 0);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / bands, first_row = item % bands * band;
+      const int64_t rows = std::min(band, c.out_h - first_row);
+      // The band's rows of each channel: in the tile, or in the output planes.
+      T* const origin = nhwc_output ? tile.data() : output + n * out_c * out_plane + first_row * c.out_w;
+      const int64_t channel_step = nhwc_output ? rows * c.out_w : out_plane;
+      for (int64_t g = 0; g < c.groups; ++g) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t slot = (g * blocks + b) * block;
+          for (int64_t row = 0; row < rows; ++row) {
+            const int64_t oh = first_row + row;
+            PlanarArgs<T> a{input + (n * c.in_channels() + g * in_g) * in_plane + oh * c.stride_h * c.in_w,
+                            in_plane, c.in_w, in_g, c.kernel_h, c.kernel_w, c.stride_w, c.dilation_h,
+                            c.dilation_w, packed.const_data_ptr<T>() + slot * in_g * taps,
+                            bias ? packed_bias.const_data_ptr<T>() + slot : nullptr,
+                            origin + (g * out_g + b * block) * channel_step + row * c.out_w, channel_step,
+                            c.out_w, std::min(block, out_g - b * block)};
+            k.planar_rows(a);
+          }
+        }
+      }
+      if (nhwc_output) {
+        k.transpose(tile.data(), channel_step, output + (n * c.out_h + first_row) * c.out_w * out_c, out_c, out_c,
+                    channel_step);
+      }
+    }
   });
 }
 
@@ -819,11 +846,10 @@ void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, con
 // Runs convolution c on src, placed in a buffer as the kernels read it (row i
 // of src at pad_top + i * step_h, likewise columns), and returns the result in
 // torch's layout: planar kernels on NCHW planes when channel lanes would be
-// mostly empty, NHWC kernels otherwise, in either layout: NCHW sources are
-// transposed in and the NHWC kernels write NCHW results tile by tile;
-// channels_last tensors are transposed in and out of the planar kernels, and
-// grouped 4-channel layers still ran about 1.6x faster so than on NHWC kernels
-// with 4 of 16 lanes in use.
+// mostly empty, NHWC kernels otherwise, in either layout: sources are
+// transposed in, results written in torch's layout through tiles in cache
+// (grouped 4-channel layers ran about 1.6x faster on the planar kernels, with
+// the transposes, than on NHWC kernels with 4 of 16 lanes in use).
 template <typename T>
 at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
                     int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
@@ -839,12 +865,13 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   const bool planar = use_planar(c, k.lanes);
   const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
                                              step_h, step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
-  const bool nchw = planar || (format == at::MemoryFormat::Contiguous && !c.depthwise());
+  const bool nchw = format == at::MemoryFormat::Contiguous && !c.depthwise();
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
       weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
   if (planar) {
-    convolve_planar<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, result.mutable_data_ptr<T>());
+    convolve_planar<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, !nchw,
+                       result.mutable_data_ptr<T>());
   } else {
     convolve_nhwc<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, nchw,
                      result.mutable_data_ptr<T>());
