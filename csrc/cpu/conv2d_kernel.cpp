@@ -501,9 +501,9 @@ int64_t planar_slack(int64_t stride_w, int lanes) { return 4 * lanes * stride_w 
 
 // Runs convolution c over NCHW planes of c.in_h x c.in_w (the padding is in the
 // buffer) into a contiguous NCHW output, or, with nhwc_output, an NHWC one:
-// each output row of every channel is computed into a thread's tile, in
-// cache, and transposed from there, instead of a pass over the whole output
-// after. `transposed` as for pack_weight.
+// an item's band of rows of every channel is computed into a thread's tile,
+// in cache, and transposed from there, instead of a pass over the whole
+// output after. `transposed` as for pack_weight.
 template <typename T>
 void convolve_planar(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -1057,7 +1057,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   }
   const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
-  constexpr int64_t kRun = 144;
+  constexpr int64_t kRun = 72;
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
   const T* g = gy.const_data_ptr<T>();
   T* out = grad_input.mutable_data_ptr<T>();
