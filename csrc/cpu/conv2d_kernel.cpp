@@ -398,7 +398,7 @@ at::Tensor pack_weight(const KernelsFor<T>& k, const at::Tensor& weight, const C
 // neighbouring items share their input pixels in cache. 144 pixels: a whole
 // number of register blocks of every kernel width and of 16-lane transposes
 // (72 left 8 pixels of each run to the transpose's element-by-element edge;
-// the stem's NCHW forward took 6.7-7.1 ms with 72, 5.9-6.1 with 144).
+// the stem's NCHW forward took 6.7-7.1 ms with 72, 5.8-6.1 with 144).
 template <typename T>
 void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -609,8 +609,8 @@ at::Tensor pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at:
                             const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool transposed) {
   const int64_t in_g = c.in_per_group, out_g = c.out_per_group, block = k.pointwise_block;
   const int64_t blocks = ceil_div(out_g, block);
-  // Bias as [group][block][channel], zeros past a group's channels.
   const at::Tensor packed = pack_pointwise_rows<T>(weight, c, transposed, block);
+  // Bias as [group][block][channel], zeros past a group's channels.
   const at::Tensor packed_bias = bias_per_group(bias, c.groups, blocks * block, weight.options());
   const at::Tensor planes = src.contiguous();
   at::Tensor result = at::empty({c.batch, c.out_channels(), c.out_h, c.out_w}, weight.options());
