@@ -92,6 +92,24 @@ def test_depthwise_with_bias_matches_torch(channels, kernel, stride, cpu_isa):
     )
 
 
+@pytest.mark.parametrize("width,groups", [(2, 5), (4, 7)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lane_groups_with_bias_match_torch(width, groups, stride, layout, cpu_isa):
+    """Groups of as many input as output channels start from the bias too: at
+    stride 1 the forward lane-group kernel (flipped, roles swapped weights),
+    at stride 2 the same on the input spread out."""
+    channels = width * groups
+    x = with_layout(torch.randn(2, channels, 9, 15, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(channels, width, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv_transpose2d(x, w, b, stride, 1, stride - 1, groups),
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride, 1, stride - 1, groups),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("groups", [1, 3])
 def test_output_padding_past_the_stride_matches_torch(groups):
     """output_padding >= stride (dilation larger) adds rows no input reaches:

@@ -170,7 +170,8 @@ struct PoolArgs {
 };
 
 // A run of output pixels of a depthwise convolution (one input and one output
-// channel per group), every channel, from an NHWC input. Taps outside the
+// channel per group) or of lane groups (as many input as output channels per
+// group, whole groups to a vector), every channel, from an NHWC input. Taps outside the
 // input (the padding) are skipped: no padded copy is needed.
 template <typename T>
 struct DepthwiseArgs {
@@ -185,7 +186,13 @@ struct DepthwiseArgs {
   int64_t output_pixel;
   int64_t out_w, pixel_begin, pixel_end;
   int64_t channels;       // no lane past them is read or written
+  // Channels per group on both sides: 1 (depthwise), or up to
+  // kMaxLaneGroupWidth dividing the lanes (weights [kh][kw][rotation][channel],
+  // see rotate_groups).
+  int64_t group_width = 1;
 };
+
+constexpr int64_t kMaxLaneGroupWidth = 8;
 
 constexpr int kMaxDepthwiseTaps = 64;
 
@@ -206,7 +213,7 @@ struct KernelsFor {
   // Weight-gradient tiles of two vectors, and of one vector by twice the
   // broadcasts (for a vector side of at most one vector's channels).
   WeightGradTile<T> weight_grad_wide, weight_grad_narrow;
-  void (*depthwise_pixels)(const DepthwiseArgs<T>&);
+  void (*depthwise_pixels)(const DepthwiseArgs<T>&);  // and lane groups (group_width > 1)
   // Depthwise input gradient, gathered per input pixel over every channel: with
   // DepthwiseArgs read as input = grad_output (in_h x in_w, NHWC), output =
   // grad_input (out_w wide), the forward's padding, stride and dilation, the

@@ -475,9 +475,33 @@ struct Kernels {
     store_first<1>(p, &v, Partial ? a.channels - c : L);
   }
 
+  // Groups of K channels on both sides (depthwise: K = 1), whole groups to a
+  // vector: lane g * K + j of rotation R reads lane g * K + (j + R) % K, so
+  // that K products, each by its rotation's packed weights, reach every output
+  // of a group from every input of it. Rotation 0 is x itself.
+  template <int K, int R, std::size_t... I>
+  static vec rotate_groups(vec x, std::index_sequence<I...>) {
+    return __builtin_shufflevector(x, x, static_cast<int>(I / K * K + (I % K + R) % K)...);
+  }
+
+  // acc += x * w for the K rotations of a group-lanes vector x; the
+  // rotations' weights w[R] are a.weight_tap / K apart.
+  template <int K, std::size_t... R>
+  static void add_rotations(vec& acc, vec x, const vec* w, std::index_sequence<R...>) {
+    ((acc += rotate_groups<K, static_cast<int>(R)>(x, std::make_index_sequence<L>{}) * w[R]), ...);
+  }
+
+  template <int K>
+  static void load_rotations(vec* w, const T* p, const DepthwiseArgs<T>& a) {
+#pragma GCC unroll 8
+    for (int r = 0; r < K; ++r) {
+      w[r] = V::load(p + r * (a.weight_tap / K));
+    }
+  }
+
   // RW pixels of output row oh from column ow, whose windows lie inside the
   // input, for CV channel vectors from c (a partial vector alone).
-  template <int RW, int CV, bool Partial>
+  template <int K, int RW, int CV, bool Partial>
   static void depthwise_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
     static_assert(!Partial || CV == 1);
     const int64_t first_pixel = oh * a.out_w + ow;
@@ -506,10 +530,12 @@ struct Kernels {
         const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
 #pragma GCC unroll 8
         for (int v = 0; v < CV; ++v) {
-          const vec wv = V::load(w + v * L);
+          vec wv[K];
+          load_rotations<K>(wv, w + v * L, a);
 #pragma GCC unroll 16
           for (int r = 0; r < RW; ++r) {
-            acc[r][v] += load_channels<Partial>(a, x[r] + tap + v * L, c) * wv;
+            add_rotations<K>(acc[r][v], load_channels<Partial>(a, x[r] + tap + v * L, c), wv,
+                             std::make_index_sequence<K>{});
           }
         }
       }
@@ -524,7 +550,7 @@ struct Kernels {
 
   // One pixel near the border, CV channel vectors from c: taps outside the
   // input are skipped.
-  template <int CV, bool Partial>
+  template <int K, int CV, bool Partial>
   static void depthwise_border_pixel(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
     static_assert(!Partial || CV == 1);
     const int64_t p = oh * a.out_w + ow;
@@ -543,7 +569,9 @@ struct Kernels {
           const T* x = a.input + ih * a.input_row + iw * a.input_pixel + c;
 #pragma GCC unroll 8
           for (int v = 0; v < CV; ++v) {
-            acc[v] += load_channels<Partial>(a, x + v * L, c) * V::load(w + v * L);
+            vec wv[K];
+            load_rotations<K>(wv, w + v * L, a);
+            add_rotations<K>(acc[v], load_channels<Partial>(a, x + v * L, c), wv, std::make_index_sequence<K>{});
           }
         }
       }
@@ -557,15 +585,15 @@ struct Kernels {
   // Every channel vector of RW pixels (Border: of one border pixel) in turn,
   // so that memory is swept pixel by pixel in order; CV vectors at a time
   // where RW alone gives too few independent sums.
-  template <int RW, bool Border>
+  template <int K, int RW, bool Border>
   static void depthwise_channels(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
     constexpr int chains = Registers >= 32 ? 8 : 4;
     constexpr int CV = RW >= chains ? 1 : chains / RW;
     const auto block = [&](auto cv, auto partial, int64_t c) {
       if constexpr (Border) {
-        depthwise_border_pixel<decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
+        depthwise_border_pixel<K, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
       } else {
-        depthwise_block<RW, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
+        depthwise_block<K, RW, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
       }
     };
     int64_t c = 0;
@@ -583,7 +611,8 @@ struct Kernels {
   // Row by row: pixels whose windows lie inside the input go in register blocks
   // of RW, then 4 (the last block of a row may overlap the one before: it
   // writes the same values again), the rest one by one with their taps checked.
-  static void depthwise_pixels(const DepthwiseArgs<T>& a) {
+  template <int K>
+  static void depthwise_pixels_for(const DepthwiseArgs<T>& a) {
     constexpr int RW = Registers >= 32 ? 12 : 6;
     // Outputs whose every tap lies inside the input.
     const int64_t out_rows = (a.pixel_end + a.out_w - 1) / a.out_w;
@@ -595,24 +624,35 @@ struct Kernels {
       const Span part = inside_part(rows, cols, oh, p - row_first, end - row_first);
       const int64_t lo = row_first + part.lo, hi = row_first + part.hi;
       for (; p < lo; ++p) {
-        depthwise_channels<1, true>(a, oh, p - row_first);
+        depthwise_channels<K, 1, true>(a, oh, p - row_first);
       }
       if (hi - p >= RW) {
         for (; p < hi; p += RW) {
-          depthwise_channels<RW, false>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
+          depthwise_channels<K, RW, false>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
         }
         p = hi;
       }
       for (; p + 4 <= hi; p += 4) {
-        depthwise_channels<4, false>(a, oh, p - row_first);
+        depthwise_channels<K, 4, false>(a, oh, p - row_first);
       }
       for (; p < hi; ++p) {
-        depthwise_channels<1, false>(a, oh, p - row_first);
+        depthwise_channels<K, 1, false>(a, oh, p - row_first);
       }
       for (; p < end; ++p) {
-        depthwise_channels<1, true>(a, oh, p - row_first);
+        depthwise_channels<K, 1, true>(a, oh, p - row_first);
       }
     }
+  }
+
+  // Group widths 1, 2, 4, ... up to L and kMaxLaneGroupWidth; the host passes no other.
+  template <int K = 1>
+  static void depthwise_pixels(const DepthwiseArgs<T>& a) {
+    if constexpr (2 * K <= L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
+      if (a.group_width > K) {
+        return depthwise_pixels<2 * K>(a);
+      }
+    }
+    depthwise_pixels_for<K>(a);
   }
 
   // Each input pixel gathers the (tap, output) pairs that read it: the pairs
@@ -1447,7 +1487,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, &conv_pixels,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
-            &depthwise_pixels, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
+            &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
