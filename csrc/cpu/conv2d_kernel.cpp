@@ -293,15 +293,16 @@ template <typename T>
 at::Tensor pack_lane_group_weight(const at::Tensor& weight, const ConvNhwc& c, int64_t padded_channels,
                                   bool transposed) {
   const Nchw<const T> w = read_view<T>(weight);
-  const int64_t width = c.in_per_group, channels = c.out_channels();
+  const int64_t width = c.in_per_group;
   at::Tensor packed = at::zeros({c.kernel_h * c.kernel_w * width * padded_channels}, weight.options());
   T* p = packed.mutable_data_ptr<T>();
   for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
     for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
       for (int64_t r = 0; r < width; ++r, p += padded_channels) {
-        for (int64_t ch = 0; ch < channels; ++ch) {
-          const int64_t g = ch / width, j = ch % width;
-          p[ch] = group_weight(w, c, transposed, g, j, (j + r) % width, kh, kw);
+        for (int64_t g = 0; g < c.groups; ++g) {
+          for (int64_t j = 0; j < width; ++j) {
+            p[g * width + j] = group_weight(w, c, transposed, g, j, (j + r) % width, kh, kw);
+          }
         }
       }
     }
@@ -675,7 +676,7 @@ struct TapPlanes {
 
   TapPlanes(const ConvNhwc& c, int64_t src_h, int64_t src_w, int64_t top, int64_t left, int lanes)
       : offsets(c.kernel_h * c.kernel_w) {
-    const int64_t reach_h = (c.kernel_h - 1) * c.dilation_h, reach_w = (c.kernel_w - 1) * c.dilation_w;
+    const int64_t reach_w = (c.kernel_w - 1) * c.dilation_w;
     // Source columns read: [-left, out_w - 1 + reach_w - left].
     row = src_w + std::max<int64_t>({0, left, c.out_w + reach_w - left - src_w});
     source = ceil_div(src_h * row, lanes) * lanes;

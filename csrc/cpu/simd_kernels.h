@@ -582,6 +582,22 @@ struct Kernels {
     }
   }
 
+  // block(cv, partial, c) over [0, channels): CV vectors from c at a time,
+  // then single ones, then a partial one (cv and partial as integral_constant).
+  template <int CV = 4, typename Block>
+  static void each_channel_vector(int64_t channels, const Block& block) {
+    int64_t c = 0;
+    for (; c + CV * L <= channels; c += CV * L) {
+      block(std::integral_constant<int, CV>{}, std::false_type{}, c);
+    }
+    for (; c + L <= channels; c += L) {
+      block(std::integral_constant<int, 1>{}, std::false_type{}, c);
+    }
+    if (c < channels) {
+      block(std::integral_constant<int, 1>{}, std::true_type{}, c);
+    }
+  }
+
   // Every channel vector of RW pixels (Border: of one border pixel) in turn,
   // so that memory is swept pixel by pixel in order; CV vectors at a time
   // where RW alone gives too few independent sums.
@@ -596,16 +612,7 @@ struct Kernels {
         depthwise_block<K, RW, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
       }
     };
-    int64_t c = 0;
-    for (; c + CV * L <= a.channels; c += CV * L) {
-      block(std::integral_constant<int, CV>{}, std::false_type{}, c);
-    }
-    for (; c + L <= a.channels; c += L) {
-      block(std::integral_constant<int, 1>{}, std::false_type{}, c);
-    }
-    if (c < a.channels) {
-      block(std::integral_constant<int, 1>{}, std::true_type{}, c);
-    }
+    each_channel_vector<CV>(a.channels, block);
   }
 
   // Row by row: pixels whose windows lie inside the input go in register blocks
@@ -684,19 +691,29 @@ struct Kernels {
       }
       T* out = a.output + p * a.output_pixel;
       prefetch_for_store(out, a.channels);
-      for (int64_t c = 0; c < a.channels; c += L) {
-        const bool partial = a.channels - c < L;
-        vec acc{};
-        if (a.bias) {  // conv_transpose2d's
-          acc = partial ? load_first(a.bias + c, a.channels - c) : V::load(a.bias + c);
+      // CV vectors of channels side by side: independent sums keep several
+      // loads in flight (one chain of a few dependent FMAs waited on each).
+      const auto vectors = [&](auto cv, auto partial, int64_t c) {
+        constexpr int CV = decltype(cv)::value;
+        constexpr bool Partial = decltype(partial)::value;
+        vec acc[CV];
+#pragma GCC unroll 8
+        for (int v = 0; v < CV; ++v) {  // conv_transpose2d's bias, or zeros
+          acc[v] = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
         }
         for (int i = 0; i < count; ++i) {
-          const vec g = partial ? load_first(a.input + reads[i] + c, a.channels - c)
-                                : V::load(a.input + reads[i] + c);
-          acc += g * V::load(a.weight + taps[i] + c);
+#pragma GCC unroll 8
+          for (int v = 0; v < CV; ++v) {
+            acc[v] += load_channels<Partial>(a, a.input + reads[i] + c + v * L, c) *
+                      V::load(a.weight + taps[i] + c + v * L);
+          }
         }
-        store_first<1>(out + c, &acc, a.channels - c);
-      }
+#pragma GCC unroll 8
+        for (int v = 0; v < CV; ++v) {
+          store_channels<Partial>(a, out + c + v * L, c, acc[v]);
+        }
+      };
+      each_channel_vector(a.channels, vectors);
     }
   }
 
