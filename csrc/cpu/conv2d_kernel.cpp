@@ -286,9 +286,10 @@ T group_weight(const Nchw<const T>& w, const ConvNhwc& c, bool transposed, int64
 }
 
 // Weights of lane-group convolution c (groups of K channels on both sides) as
-// [kh][kw][rotation][channel]: lane g * K + j of rotation r holds the weight
-// from input channel (j + r) % K of group g to its output channel j; zeros
-// after the channels up to padded_channels. transposed as for pack_weight.
+// [kh][kw][rotation][channel]: lane g * K + i of rotation r holds the weight
+// from input channel i of group g to its output channel (i - r) mod K (see
+// rotate_groups); zeros after the channels up to padded_channels. transposed
+// as for pack_weight.
 template <typename T>
 at::Tensor pack_lane_group_weight(const at::Tensor& weight, const ConvNhwc& c, int64_t padded_channels,
                                   bool transposed) {
@@ -300,8 +301,8 @@ at::Tensor pack_lane_group_weight(const at::Tensor& weight, const ConvNhwc& c, i
     for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
       for (int64_t r = 0; r < width; ++r, p += padded_channels) {
         for (int64_t g = 0; g < c.groups; ++g) {
-          for (int64_t j = 0; j < width; ++j) {
-            p[g * width + j] = group_weight(w, c, transposed, g, j, (j + r) % width, kh, kw);
+          for (int64_t i = 0; i < width; ++i) {
+            p[g * width + i] = group_weight(w, c, transposed, g, (i - r + width) % width, i, kh, kw);
           }
         }
       }

@@ -73,6 +73,15 @@ struct Kernels {
     return V::load(lanes);
   }
 
+  // Asks for the cache lines of p[0, count) ahead of the loads that read them.
+  template <typename U>
+  static void prefetch_for_load(const U* p, int64_t count) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
+    for (int64_t i = 0; i < count; i += kLine) {
+      __builtin_prefetch(p + i, 0);
+    }
+  }
+
   // Asks for the cache lines of p[0, count) before the stores that will write
   // them. A store to a line not in cache waits for the line to be read first;
   // prefetched, that read overlaps the computation. Memory-bound kernels
@@ -476,26 +485,45 @@ struct Kernels {
   }
 
   // Groups of K channels on both sides (depthwise: K = 1), whole groups to a
-  // vector: lane g * K + j of rotation R reads lane g * K + (j + R) % K, so
-  // that K products, each by its rotation's packed weights, reach every output
-  // of a group from every input of it. Rotation 0 is x itself.
+  // vector. An output vector is summed in K parts: part R adds input lane
+  // g * K + i times rotation R's packed weight, the weight from input i to
+  // output (i - R) mod K of group g, so that its lane g * K + i holds a sum
+  // for output (i - R) mod K. At the end, part R is rotated into place and
+  // the parts added: K - 1 shuffles per output vector, none per product.
+
+  // Lane g * K + j of the result is lane g * K + (j + R) % K of x.
   template <int K, int R, std::size_t... I>
   static vec rotate_groups(vec x, std::index_sequence<I...>) {
     return __builtin_shufflevector(x, x, static_cast<int>(I / K * K + (I % K + R) % K)...);
   }
 
-  // acc += x * w for the K rotations of a group-lanes vector x; the
-  // rotations' weights w[R] are a.weight_tap / K apart.
+  // The output vector of parts[0, K): parts[0] + rotated parts[1] + ..., in order.
   template <int K, std::size_t... R>
-  static void add_rotations(vec& acc, vec x, const vec* w, std::index_sequence<R...>) {
-    ((acc += rotate_groups<K, static_cast<int>(R)>(x, std::make_index_sequence<L>{}) * w[R]), ...);
+  static vec gather_parts(const vec* parts, std::index_sequence<0, R...>) {
+    vec out = parts[0];
+    ((out += rotate_groups<K, static_cast<int>(R)>(parts[R], std::make_index_sequence<L>{})), ...);
+    return out;
   }
 
+  template <int K>
+  static vec gather_parts(const vec* parts) {
+    return gather_parts<K>(parts, std::make_index_sequence<K>{});
+  }
+
+  // The K rotations' weight vectors at p, a.weight_tap / K apart.
   template <int K>
   static void load_rotations(vec* w, const T* p, const DepthwiseArgs<T>& a) {
 #pragma GCC unroll 8
     for (int r = 0; r < K; ++r) {
       w[r] = V::load(p + r * (a.weight_tap / K));
+    }
+  }
+
+  template <int K>
+  static void add_parts(vec* parts, vec x, const vec* w) {
+#pragma GCC unroll 8
+    for (int r = 0; r < K; ++r) {
+      parts[r] += x * w[r];
     }
   }
 
@@ -511,7 +539,7 @@ struct Kernels {
     for (int r = 1; r < RW; ++r) {
       x[r] = x[r - 1] + a.stride_w * a.input_pixel;
     }
-    vec acc[RW][CV];
+    vec acc[RW][CV][K];
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
       prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
@@ -521,7 +549,11 @@ struct Kernels {
       const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
 #pragma GCC unroll 16
       for (int r = 0; r < RW; ++r) {
-        acc[r][v] = bias;
+        acc[r][v][0] = bias;
+#pragma GCC unroll 8
+        for (int part = 1; part < K; ++part) {
+          acc[r][v][part] = vec{};
+        }
       }
     }
     const T* w = a.weight + c;
@@ -534,8 +566,7 @@ struct Kernels {
           load_rotations<K>(wv, w + v * L, a);
 #pragma GCC unroll 16
           for (int r = 0; r < RW; ++r) {
-            add_rotations<K>(acc[r][v], load_channels<Partial>(a, x[r] + tap + v * L, c), wv,
-                             std::make_index_sequence<K>{});
+            add_parts<K>(acc[r][v], load_channels<Partial>(a, x[r] + tap + v * L, c), wv);
           }
         }
       }
@@ -543,7 +574,8 @@ struct Kernels {
     for (int r = 0; r < RW; ++r) {
 #pragma GCC unroll 8
       for (int v = 0; v < CV; ++v) {
-        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c, acc[r][v]);
+        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c,
+                                gather_parts<K>(acc[r][v]));
       }
     }
   }
@@ -555,10 +587,14 @@ struct Kernels {
     static_assert(!Partial || CV == 1);
     const int64_t p = oh * a.out_w + ow;
     const int64_t ih0 = oh * a.stride_h - a.pad_h, iw0 = ow * a.stride_w - a.pad_w;
-    vec acc[CV];
+    vec acc[CV][K];
 #pragma GCC unroll 8
     for (int v = 0; v < CV; ++v) {
-      acc[v] = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
+      acc[v][0] = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
+#pragma GCC unroll 8
+      for (int part = 1; part < K; ++part) {
+        acc[v][part] = vec{};
+      }
     }
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       const int64_t ih = ih0 + kh * a.dilation_h;
@@ -571,14 +607,14 @@ struct Kernels {
           for (int v = 0; v < CV; ++v) {
             vec wv[K];
             load_rotations<K>(wv, w + v * L, a);
-            add_rotations<K>(acc[v], load_channels<Partial>(a, x + v * L, c), wv, std::make_index_sequence<K>{});
+            add_parts<K>(acc[v], load_channels<Partial>(a, x + v * L, c), wv);
           }
         }
       }
     }
 #pragma GCC unroll 8
     for (int v = 0; v < CV; ++v) {
-      store_channels<Partial>(a, a.output + p * a.output_pixel + c + v * L, c, acc[v]);
+      store_channels<Partial>(a, a.output + p * a.output_pixel + c + v * L, c, gather_parts<K>(acc[v]));
     }
   }
 
@@ -604,7 +640,7 @@ struct Kernels {
   template <int K, int RW, bool Border>
   static void depthwise_channels(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
     constexpr int chains = Registers >= 32 ? 8 : 4;
-    constexpr int CV = RW >= chains ? 1 : chains / RW;
+    constexpr int CV = RW * K >= chains ? 1 : chains / (RW * K);
     const auto block = [&](auto cv, auto partial, int64_t c) {
       if constexpr (Border) {
         depthwise_border_pixel<K, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
@@ -615,12 +651,36 @@ struct Kernels {
     each_channel_vector<CV>(a.channels, block);
   }
 
+  // The input columns that the next block of RW pixels after (oh, ow) reads
+  // and this one does not, in every kernel row: every channel of each pixel
+  // is read for the block before the next block's first load, so the lines
+  // are asked for a block ahead (rows of 56 pixels of 128 channels waited on
+  // memory otherwise).
+  template <int RW>
+  static void prefetch_next_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t row_end) {
+    const int64_t reach_w = (a.kernel_w - 1) * a.dilation_w;
+    const int64_t first = (ow + RW - 1) * a.stride_w - a.pad_w + reach_w + 1;  // past this block's window
+    const int64_t next_last = (ow + 2 * RW < row_end ? ow + 2 * RW : row_end) - 1;
+    const int64_t last_read = next_last * a.stride_w - a.pad_w + reach_w;
+    const int64_t last = last_read < a.in_w - 1 ? last_read : a.in_w - 1;
+    for (int64_t kh = 0; kh < a.kernel_h && first <= last; ++kh) {
+      const int64_t ih = oh * a.stride_h - a.pad_h + kh * a.dilation_h;
+      prefetch_for_load(a.input + ih * a.input_row + first * a.input_pixel, (last - first + 1) * a.input_pixel);
+    }
+    if (next_last >= ow + RW) {
+      prefetch_for_store(a.output + (oh * a.out_w + ow + RW) * a.output_pixel,
+                         (next_last - ow - RW) * a.output_pixel + a.channels);
+    }
+  }
+
   // Row by row: pixels whose windows lie inside the input go in register blocks
-  // of RW, then 4 (the last block of a row may overlap the one before: it
+  // of RW, then RW_TAIL (the last block of a row may overlap the one before: it
   // writes the same values again), the rest one by one with their taps checked.
   template <int K>
   static void depthwise_pixels_for(const DepthwiseArgs<T>& a) {
-    constexpr int RW = Registers >= 32 ? 12 : 6;
+    // About 24 sums on 32 registers (12 on 16), beside a pixel's K weights.
+    constexpr int RW = (Registers >= 32 ? 12 : 6) / (K > 2 ? K / 2 : 1);
+    constexpr int RW_TAIL = RW > 4 ? 4 : 1;
     // Outputs whose every tap lies inside the input.
     const int64_t out_rows = (a.pixel_end + a.out_w - 1) / a.out_w;
     const Span rows = inside(out_rows, a.stride_h, a.pad_h, 0, a.in_h - (a.kernel_h - 1) * a.dilation_h);
@@ -635,12 +695,14 @@ struct Kernels {
       }
       if (hi - p >= RW) {
         for (; p < hi; p += RW) {
-          depthwise_channels<K, RW, false>(a, oh, (p + RW <= hi ? p : hi - RW) - row_first);
+          const int64_t ow = (p + RW <= hi ? p : hi - RW) - row_first;
+          prefetch_next_block<RW>(a, oh, ow, hi - row_first);
+          depthwise_channels<K, RW, false>(a, oh, ow);
         }
         p = hi;
       }
-      for (; p + 4 <= hi; p += 4) {
-        depthwise_channels<K, 4, false>(a, oh, p - row_first);
+      for (; p + RW_TAIL <= hi; p += RW_TAIL) {
+        depthwise_channels<K, RW_TAIL, false>(a, oh, p - row_first);
       }
       for (; p < hi; ++p) {
         depthwise_channels<K, 1, false>(a, oh, p - row_first);
