@@ -368,18 +368,21 @@ def test_depthwise_nhwc_register_blocks_match_torch(kernel, stride, width, layou
 
 
 @pytest.mark.parametrize("width,groups", [(2, 13), (4, 11), (8, 5)])
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 3, (1, 2))])
+@pytest.mark.parametrize("kernel,stride,padding,dilation", [
+    ((3, 3), 1, 1, 1), ((3, 3), 2, 0, 1), ((2, 5), 1, 3, (1, 2)),
+])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_lane_groups_match_torch(width, groups, stride, padding, dilation, dtype, layout, cpu_isa):
+def test_lane_groups_match_torch(width, groups, kernel, stride, padding, dilation, dtype, layout, cpu_isa):
     """Groups of 2, 4 and 8 channels on both sides, whole groups to a vector,
     each input channel reaching its group's outputs through rotations within
     the group: vectors of channels and a partial one, rows of register blocks
     and border pixels, stride, dilation, padding past the kernel's reach; the
-    input gradient at stride 1 by the same kernel, at stride 2 spread out."""
+    input gradient at stride 1 by the same kernel, at stride 2 spread out; the
+    weight gradient a kernel row of 3 taps per pass, other widths tap by tap."""
     channels = width * groups
     x = with_layout(torch.randn(2, channels, 9, 29, dtype=dtype), layout).requires_grad_()
-    w = torch.randn(channels, width, 3, 3, dtype=dtype, requires_grad=True)
+    w = torch.randn(channels, width, *kernel, dtype=dtype, requires_grad=True)
     b = torch.randn(channels, dtype=dtype, requires_grad=True)
     assert_same_results(
         lambda x, w, b: convext.conv2d(x, w, b, stride, padding, dilation, groups),

@@ -1127,6 +1127,23 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                      s.h.stride, s.w.stride, weight, bias, true, format);
 }
 
+// Writes the lane-group weight-gradient sums of `count` channels from `first`
+// (a whole number of groups of `width`) into gw: sum(i) is element i of the
+// tile's sums, [tap][part][lane] (see WeightGradArgs), lanes from `first`.
+template <typename T, typename Sum>
+void write_lane_group_weight_grad(Nchw<T>& gw, int64_t width, int64_t first, int64_t count, int64_t lanes,
+                                  int64_t kernel_h, int64_t kernel_w, const Sum& sum) {
+  for (int64_t tap = 0; tap < kernel_h * kernel_w; ++tap) {
+    for (int64_t part = 0; part < width; ++part) {
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t channel = first + i, ic = channel % width;
+        gw(channel - ic + (ic + part) % width, ic, tap / kernel_w, tap % kernel_w) =
+            static_cast<T>(sum((tap * width + part) * lanes + i));
+      }
+    }
+  }
+}
+
 // The weight gradient of NCHW depthwise convolution s with output rows
 // shorter than a vector (see depthwise_tiles): per vector of channels, image
 // by image, the channels' input and grad_output planes are transposed into
@@ -1137,7 +1154,8 @@ template <typename T>
 void depthwise_tiles_weight_grad(const KernelsFor<T>& k, const Conv2dShape& s, const at::Tensor& grad_output,
                                  const at::Tensor& input, const at::Tensor& grad_weight) {
   const at::Tensor x = input.contiguous(), gy = grad_output.contiguous();
-  const int64_t lanes = k.lanes, channels = s.in_channels, taps = s.h.kernel * s.w.kernel;
+  const int64_t lanes = k.lanes, channels = s.in_channels, width = s.in_per_group();
+  const int64_t taps = s.h.kernel * s.w.kernel;
   const int64_t in_plane = s.h.in_size * s.w.in_size, out_plane = s.h.out_size * s.w.out_size;
   // Pixels per call: few enough that partial sums stay short (FoldedSums).
   constexpr int64_t kChunk = 256;
@@ -1146,7 +1164,7 @@ void depthwise_tiles_weight_grad(const KernelsFor<T>& k, const Conv2dShape& s, c
     std::vector<T> tile_x(in_plane * lanes), tile_g(out_plane * lanes);
     for (int64_t vector = begin; vector < end; ++vector) {
       const int64_t first = vector * lanes, count = std::min(lanes, channels - first);
-      FoldedSums<T> sums(taps * lanes);
+      FoldedSums<T> sums(taps * width * lanes);
       for (int64_t n = 0; n < s.batch; ++n) {
         const int64_t first_plane = n * channels + first;
         k.transpose(x.const_data_ptr<T>() + first_plane * in_plane, in_plane, tile_x.data(), lanes, count,
@@ -1158,21 +1176,18 @@ void depthwise_tiles_weight_grad(const KernelsFor<T>& k, const Conv2dShape& s, c
           k.depthwise_weight_grad({tile_x.data(), in_plane * lanes, s.w.in_size * lanes, lanes, s.h.stride,
                                    s.w.stride, tile_g.data(), lanes, s.h.out_size, s.w.out_size, p0, p1,
                                    sums.partial(), s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation,
-                                   s.h.in_size, s.w.in_size, s.h.pad, s.w.pad});
+                                   s.h.in_size, s.w.in_size, s.h.pad, s.w.pad, width});
           sums.added(p1 - p0);
         }
       }
-      for (int64_t tap = 0; tap < taps; ++tap) {
-        for (int64_t i = 0; i < count; ++i) {
-          gw(first + i, 0, tap / s.w.kernel, tap % s.w.kernel) = static_cast<T>(sums.total(tap * lanes + i));
-        }
-      }
+      write_lane_group_weight_grad(gw, width, first, count, lanes, s.h.kernel, s.w.kernel,
+                                   [&](int64_t i) { return sums.total(i); });
     }
   });
 }
 
 // The weight gradient in tiles of (tap, output channels, input channels) of
-// one group (depthwise: of one vector of channels), each owned by one thread
+// one group (lane groups: of one vector of channels), each owned by one thread
 // and summed over the output pixels chunk by chunk in a fixed order:
 // deterministic for any thread count, and each chunk of grad_output and input
 // stays in cache while every tile of the thread passes over it. The lanes hold
@@ -1183,18 +1198,19 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                                  at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
-  if (use_planar(c, k.lanes)) {
+  const bool lane_groups = use_lane_groups(c, k.lanes);
+  if (!lane_groups && use_planar(c, k.lanes)) {
     return conv2d_backward_weight_planar<T>(k, s, grad_output, input, grad_weight);
   }
   if (use_depthwise_planes(c, k.lanes, format)) {
     return depthwise_planes_weight_grad<T>(k, c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad),
                                            grad_output, input, grad_weight);
   }
-  if (c.depthwise() && format == at::MemoryFormat::Contiguous) {
+  if (lane_groups && format == at::MemoryFormat::Contiguous) {
     return depthwise_tiles_weight_grad<T>(k, s, grad_output, input, grad_weight);
   }
-  const bool depthwise = c.depthwise();
-  const bool by_output = !depthwise && s.in_per_group() < s.out_per_group();
+  const int64_t width = lane_groups ? c.lane_group_width(k.lanes) : 1;
+  const bool by_output = !lane_groups && s.in_per_group() < s.out_per_group();
   // Channels per tile on each side, and the kernel. The narrow shape leaves no
   // lanes empty on a vector side of at most one vector (LeNet's 16 output
   // channels: 2x faster), and measured faster on 1x1 layers too (256 -> 64:
@@ -1202,32 +1218,32 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t vector_side = by_output ? s.out_per_group() : s.in_per_group();
   const WeightGradTile<T>& shape = vector_side <= k.lanes || s.h.kernel * s.w.kernel == 1
                                        ? k.weight_grad_narrow : k.weight_grad_wide;
-  const int64_t tile_oc = depthwise ? 1 : by_output ? shape.vector : shape.broadcast;
-  const int64_t tile_ic = depthwise ? k.lanes : by_output ? shape.broadcast : shape.vector;
-  const auto kernel = depthwise ? k.depthwise_weight_grad : by_output ? shape.by_output : shape.by_input;
+  const int64_t tile_oc = lane_groups ? 1 : by_output ? shape.vector : shape.broadcast;
+  const int64_t tile_ic = lane_groups ? k.lanes : by_output ? shape.broadcast : shape.vector;
+  const auto kernel = lane_groups ? k.depthwise_weight_grad : by_output ? shape.by_output : shape.by_input;
   // Fewer input channels than a tile broadcasts (the stem's 3): the tiles run
   // over a row of the window instead, taps and channels together. At dilation
   // 1 the (kw, ic) values under a row of taps lie side by side in an NHWC
   // input, so no broadcast is spent on channels the layer lacks.
   const bool row_tiles = by_output && s.groups == 1 && s.w.dilation == 1 && s.in_per_group() < tile_ic;
   const int64_t in_c = s.in_channels, out_c = s.out_channels;
-  // Tiles: [group][tap][vector-side tile][broadcast-side tile]; depthwise:
+  // Tiles: [group][tap][vector-side tile][broadcast-side tile]; lane groups:
   // [channel vector], all taps in one tile (one group of all channels, sums
-  // [tap][lane]); row tiles: a tap is a kernel row, and the input side's
+  // [tap][part][lane]); row tiles: a tap is a kernel row, and the input side's
   // tiles run over the row's (kw, ic) values.
-  const int64_t groups = depthwise ? 1 : s.groups;
-  const int64_t group_in = depthwise ? s.groups : row_tiles ? s.w.kernel * in_c : s.in_per_group();
-  const int64_t group_out = depthwise ? 1 : s.out_per_group();
+  const int64_t groups = lane_groups ? 1 : s.groups;
+  const int64_t group_in = lane_groups ? in_c : row_tiles ? s.w.kernel * in_c : s.in_per_group();
+  const int64_t group_out = lane_groups ? 1 : s.out_per_group();
   // A group's last tile reads whole tiles, past its channels when they are
   // not a whole number of tiles: only then do the buffers need slack, and a
   // channels_last tensor without padding is read in place, not copied.
   const auto slack = [](int64_t channels, int64_t tile) { return channels % tile == 0 ? 0 : tile; };
   const int64_t input_slack = slack(group_in, tile_ic);
-  const int64_t grad_slack = depthwise ? input_slack : slack(group_out, tile_oc);
-  // Dense tiles read a padded input; depthwise ones skip the padding.
-  const int64_t buffer_h = depthwise ? s.h.in_size : c.in_h, buffer_w = depthwise ? s.w.in_size : c.in_w;
-  const at::Tensor padded = padded_buffer<T>(k, input, true, buffer_h, buffer_w, depthwise ? 0 : s.h.pad,
-                                             depthwise ? 0 : s.w.pad, 1, 1, input_slack);
+  const int64_t grad_slack = lane_groups ? input_slack : slack(group_out, tile_oc);
+  // Dense tiles read a padded input; lane-group ones skip the padding.
+  const int64_t buffer_h = lane_groups ? s.h.in_size : c.in_h, buffer_w = lane_groups ? s.w.in_size : c.in_w;
+  const at::Tensor padded = padded_buffer<T>(k, input, true, buffer_h, buffer_w, lane_groups ? 0 : s.h.pad,
+                                             lane_groups ? 0 : s.w.pad, 1, 1, input_slack);
   const at::Tensor grad = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
                                            grad_slack);
   const T* x = padded.const_data_ptr<T>();
@@ -1239,10 +1255,10 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t broadcast_tiles = by_output ? ic_tiles : oc_tiles;
   const int64_t kernel_taps = s.h.kernel * s.w.kernel;
   const int64_t tile_kw = row_tiles ? 1 : s.w.kernel;  // kernel columns a tap tile tells apart
-  const int64_t taps = depthwise ? 1 : s.h.kernel * tile_kw;  // tap tiles
+  const int64_t taps = lane_groups ? 1 : s.h.kernel * tile_kw;  // tap tiles
   const int64_t tiles = groups * taps * oc_tiles * ic_tiles;
   const int64_t pixels = s.batch * s.h.out_size * s.w.out_size;
-  const int64_t tile_size = depthwise ? kernel_taps * tile_ic : tile_oc * tile_ic;
+  const int64_t tile_size = lane_groups ? kernel_taps * width * tile_ic : tile_oc * tile_ic;
   // Pixels per chunk: the chunk's input and grad_output pixels (about 1 MiB)
   // stay in L2 while the thread's tiles pass over them. Measured against
   // chunks of 256 KiB that counted an input row per kernel row: 512 @7
@@ -1274,14 +1290,14 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
         for (int64_t t = begin; t < end; ++t) {
           const auto tile = tile_of(t);
           const int64_t in_first = tile.g * group_in + tile.first_ic;
-          const int64_t out_first = depthwise ? in_first : tile.g * group_out + tile.first_oc;
+          const int64_t out_first = lane_groups ? in_first : tile.g * group_out + tile.first_oc;
           WeightGradArgs<T> a{
               x + (tile.kh * s.h.dilation * buffer_w + tile.kw * s.w.dilation) * in_c + in_first,
               buffer_h * buffer_w * in_c, buffer_w * in_c, in_c, s.h.stride, s.w.stride,
               gy + out_first, out_c, s.h.out_size, s.w.out_size,
               p0, std::min(pixels, p0 + chunk_pixels), sums.partial() + (t - begin) * tile_size,
               s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation,
-              s.h.in_size, s.w.in_size, s.h.pad, s.w.pad};
+              s.h.in_size, s.w.in_size, s.h.pad, s.w.pad, width};
           kernel(a);
         }
         sums.added(chunk_pixels);
@@ -1291,12 +1307,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
         const auto sum = [&](int64_t i) { return sums.total((t - begin) * tile_size + i); };
         const int64_t oc_count = std::min(tile_oc, group_out - tile.first_oc);
         const int64_t ic_count = std::min(tile_ic, group_in - tile.first_ic);
-        if (depthwise) {
-          for (int64_t tap = 0; tap < kernel_taps; ++tap) {
-            for (int64_t i = 0; i < ic_count; ++i) {
-              gw(tile.first_ic + i, 0, tap / s.w.kernel, tap % s.w.kernel) = static_cast<T>(sum(tap * tile_ic + i));
-            }
-          }
+        if (lane_groups) {
+          write_lane_group_weight_grad(gw, width, tile.first_ic, ic_count, tile_ic, s.h.kernel, s.w.kernel, sum);
           continue;
         }
         for (int64_t j = 0; j < oc_count; ++j) {

@@ -49,6 +49,9 @@ struct WeightGradArgs {
   // padding are not read, their grad_output times zero is added.
   int64_t kernel_h, kernel_w, dilation_h, dilation_w;
   int64_t in_h, in_w, pad_h, pad_w;
+  // Lane groups (DepthwiseArgs::group_width > 1): sums is [tap][part][lane]
+  // (see lane_group_weight_grad_taps).
+  int64_t group_width = 1;
 };
 
 // Convolutions with few channels per group, on zero-padded NCHW planes: the
@@ -229,7 +232,8 @@ struct KernelsFor {
   void (*depthwise_plane)(const DepthwisePlaneArgs<T>&);
   void (*depthwise_plane_weight_grad)(const DepthwisePlaneGradArgs<T>&);
   // Depthwise weight gradient of every tap for `lanes` channels:
-  // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range.
+  // sums[tap][c] += grad_output[p, c] * input[p's tap, c] over the pixel range;
+  // lane groups (group_width > 1): sums[tap][part][c], see WeightGradArgs.
   void (*depthwise_weight_grad)(const WeightGradArgs<T>&);
   // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: NCHW
   // planes to NHWC pixels and back.

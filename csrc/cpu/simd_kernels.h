@@ -858,7 +858,91 @@ struct Kernels {
     }
   }
 
+  // Lane-group weight gradients (group_width K > 1), taps (kh, kw0 + t) for
+  // t < KW: part R of a tap, lane g * K + i, sums grad_output channel
+  // (i + R) % K of group g (grad_output rotated by R, K - 1 shuffles per
+  // pixel) times input channel i. sums is [tap][part][lane].
+  template <int K, int KW>
+  static void lane_group_weight_grad_taps(const WeightGradArgs<T>& a, int64_t kh, int64_t kw0) {
+    T* sums = a.sums + (kh * a.kernel_w + kw0) * K * L;
+    vec acc[KW][K];
+#pragma GCC unroll 8
+    for (int t = 0; t < KW; ++t) {
+#pragma GCC unroll 8
+      for (int part = 0; part < K; ++part) {
+        acc[t][part] = V::load(sums + (t * K + part) * L);
+      }
+    }
+    const Span cols = inside(a.out_w, a.stride_w, a.pad_w, kw0 * a.dilation_w, a.in_w - (KW - 1) * a.dilation_w);
+    for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
+      const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+      const int64_t ih = oh * a.stride_h - a.pad_h + kh * a.dilation_h;
+      const bool row_inside = ih >= 0 && ih < a.in_h;
+      const T* x = a.input + image * a.input_image + (row_inside ? ih : 0) * a.input_row;
+      const auto add = [&](int64_t ow, bool checked) {
+        vec rotated[K];
+        rotations<K>(V::load(g + ow * a.grad_pixel), rotated, std::make_index_sequence<K>{});
+        const int64_t iw0 = ow * a.stride_w - a.pad_w + kw0 * a.dilation_w;
+#pragma GCC unroll 8
+        for (int t = 0; t < KW; ++t) {
+          const int64_t iw = iw0 + t * a.dilation_w;
+          const bool in_input = !checked || (row_inside && iw >= 0 && iw < a.in_w);
+          const vec xv = in_input ? V::load(x + iw * a.input_pixel) : vec{};
+#pragma GCC unroll 8
+          for (int part = 0; part < K; ++part) {
+            acc[t][part] += rotated[part] * xv;
+          }
+        }
+      };
+      const int64_t lo = row_inside ? (cols.lo < begin ? begin : cols.lo < end ? cols.lo : end) : end;
+      const int64_t hi = row_inside ? (cols.hi > end ? end : cols.hi > lo ? cols.hi : lo) : end;
+      for (int64_t ow = begin; ow < lo; ++ow) {
+        add(ow, true);
+      }
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        add(ow, false);
+      }
+      for (int64_t ow = hi; ow < end; ++ow) {
+        add(ow, true);
+      }
+    });
+#pragma GCC unroll 8
+    for (int t = 0; t < KW; ++t) {
+#pragma GCC unroll 8
+      for (int part = 0; part < K; ++part) {
+        V::store(sums + (t * K + part) * L, acc[t][part]);
+      }
+    }
+  }
+
+  template <int K, std::size_t... R>
+  static void rotations(vec x, vec* rotated, std::index_sequence<R...>) {
+    ((rotated[R] = rotate_groups<K, static_cast<int>(R)>(x, std::make_index_sequence<L>{})), ...);
+  }
+
+  // Kernel rows of three taps in one pass each, other widths tap by tap.
+  template <int K>
+  static void lane_group_weight_grad(const WeightGradArgs<T>& a) {
+    if constexpr (2 * K <= L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
+      if (a.group_width > K) {
+        return lane_group_weight_grad<2 * K>(a);
+      }
+    }
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      if (a.kernel_w == 3) {
+        lane_group_weight_grad_taps<K, 3>(a, kh, 0);
+        continue;
+      }
+      for (int64_t kw = 0; kw < a.kernel_w; ++kw) {
+        lane_group_weight_grad_taps<K, 1>(a, kh, kw);
+      }
+    }
+  }
+
   static void depthwise_weight_grad(const WeightGradArgs<T>& a) {
+    if (a.group_width > 1) {
+      return lane_group_weight_grad<2>(a);
+    }
     if (a.kernel_h == 3 && a.kernel_w == 3) {
       return depthwise_weight_grad_fixed<3, 3>(a);
     }
