@@ -291,12 +291,22 @@ T group_weight(const Nchw<const T>& w, const ConvNhwc& c, bool transposed, int64
 // rotate_groups); zeros after the channels up to padded_channels. transposed
 // as for pack_weight.
 template <typename T>
-at::Tensor pack_lane_group_weight(const at::Tensor& weight, const ConvNhwc& c, int64_t padded_channels,
-                                  bool transposed) {
+at::Tensor pack_lane_group_weight(const KernelsFor<T>& k, const at::Tensor& weight, const ConvNhwc& c,
+                                  int64_t padded_channels, bool transposed) {
   const Nchw<const T> w = read_view<T>(weight);
-  const int64_t width = c.in_per_group;
-  at::Tensor packed = at::zeros({c.kernel_h * c.kernel_w * width * padded_channels}, weight.options());
+  const int64_t width = c.in_per_group, taps = c.kernel_h * c.kernel_w;
+  at::Tensor packed = at::zeros({taps * width * padded_channels}, weight.options());
   T* p = packed.mutable_data_ptr<T>();
+  if (width == 1 && weight.is_contiguous()) {
+    // Depthwise: [channel][tap] to [tap][channel], one SIMD transpose (the
+    // element loop below took 15 us of the 960-channel layer's 0.34 ms), the
+    // taps then reversed for the transposed convolution's flipped kernel.
+    k.transpose(w.data, taps, p, padded_channels, c.out_channels(), taps);
+    for (int64_t t = 0; transposed && t < taps / 2; ++t) {
+      std::swap_ranges(p + t * padded_channels, p + (t + 1) * padded_channels, p + (taps - 1 - t) * padded_channels);
+    }
+    return packed;
+  }
   for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
     for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
       for (int64_t r = 0; r < width; ++r, p += padded_channels) {
@@ -436,7 +446,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t lane_channels = ceil_div(out_c, k.lanes) * k.lanes;
   const int64_t blocks = lane_groups ? 1 : c.groups * blocking.per_group;
   const int64_t block_width = lane_groups ? lane_channels : blocking.width;
-  const at::Tensor packed = lane_groups ? pack_lane_group_weight<T>(weight, c, lane_channels, transposed)
+  const at::Tensor packed = lane_groups ? pack_lane_group_weight<T>(k, weight, c, lane_channels, transposed)
                                         : pack_weight<T>(k, weight, c, blocking, transposed);
   const at::Tensor packed_bias =
       lane_groups ? bias_per_group(bias, 1, lane_channels, weight.options())
@@ -969,7 +979,7 @@ at::Tensor lane_group_conv(const KernelsFor<T>& k, const ConvNhwc& c, const at::
   }
   const int64_t width = c.lane_group_width(k.lanes);
   const int64_t padded_channels = ceil_div(c.out_channels(), k.lanes) * k.lanes;
-  const at::Tensor packed = pack_lane_group_weight<T>(weight, c, padded_channels, transposed);
+  const at::Tensor packed = pack_lane_group_weight<T>(k, weight, c, padded_channels, transposed);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   const DepthwiseArgs<T> geometry{nullptr, 0, 0, c.in_h, c.in_w, c.pad_h, c.pad_w, c.kernel_h, c.kernel_w,
                                   c.stride_h, c.stride_w, c.dilation_h, c.dilation_w, packed.const_data_ptr<T>(),
@@ -1072,7 +1082,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
                                     at::MemoryFormat format) {
   const ConvNhwc c = ConvNhwc::forward(s);
   const int64_t channels = s.in_channels, padded_channels = ceil_div(channels, k.lanes) * k.lanes;
-  const at::Tensor packed = pack_lane_group_weight<T>(weight, c, padded_channels, false);
+  const at::Tensor packed = pack_lane_group_weight<T>(k, weight, c, padded_channels, false);
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   // grad_output is the kernel's input, grad_input its output.
   const DepthwiseArgs<T> geometry{nullptr, 0, 0, s.h.out_size, s.w.out_size, s.h.pad, s.w.pad, s.h.kernel,
