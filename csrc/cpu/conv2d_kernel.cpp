@@ -4,8 +4,9 @@
 // micro-kernel reads. Dense convolutions run on NHWC, blocking output channels
 // within a group; depthwise ones, and groups of up to 8 channels on both sides
 // (lane groups), put neighbouring channels in the vector lanes; other groups
-// with few channels run on NCHW planes, lanes along the output rows. Results are then given torch's layout. Every result element is
-// one fixed-order sum: deterministic for any thread count.
+// with few channels run on NCHW planes, lanes along the output rows. Results
+// are then given torch's layout. Every result element is one fixed-order sum:
+// deterministic for any thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
