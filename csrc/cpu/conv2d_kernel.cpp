@@ -226,7 +226,9 @@ struct ConvNhwc {
 // Whether convolution c runs on the lane-group kernels. The grouped 3x3 layer
 // of 4 channels per group (8 x 128 @56) ran about 2x faster so than on the
 // planar kernels, on either layout (NCHW 7.2 -> 3.3 ms, channels_last 6.4 ->
-// 3.3, on a machine at half its usual speed); 2 and 8 per group no slower.
+// 3.3, on a machine at half its usual speed); with 2 and 8 per group the
+// NCHW forward stayed within noise (1.43 / 1.46, 3.25 / 3.47 ms) and the
+// channels_last one ran 3.2 -> 0.78 and 5.2 -> 3.0 ms.
 bool use_lane_groups(const ConvNhwc& c, int lanes) { return c.lane_group_width(lanes) > 0; }
 
 // Bytes of packed weights per chunk of input channels: CONVEXT_CPU_CHUNK_BYTES
@@ -911,7 +913,7 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
                        result.mutable_data_ptr<T>());
   } else {
     convolve_nhwc<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed,
-                     lane_groups ? c.lane_group_width(k.lanes) : 0, nchw, result.mutable_data_ptr<T>());
+                     c.lane_group_width(k.lanes), nchw, result.mutable_data_ptr<T>());
   }
   return in_layout<T>(k, result, format);
 }

@@ -174,8 +174,8 @@ struct PoolArgs {
 
 // A run of output pixels of a depthwise convolution (one input and one output
 // channel per group) or of lane groups (as many input as output channels per
-// group, whole groups to a vector), every channel, from an NHWC input. Taps outside the
-// input (the padding) are skipped: no padded copy is needed.
+// group, whole groups to a vector), every channel, from an NHWC input. Taps
+// outside the input (the padding) are skipped: no padded copy is needed.
 template <typename T>
 struct DepthwiseArgs {
   const T* input;         // the image
