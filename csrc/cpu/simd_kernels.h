@@ -73,29 +73,33 @@ struct Kernels {
     return V::load(lanes);
   }
 
-  // Asks for the cache lines of p[0, count) ahead of the loads that read them.
-  template <typename U>
-  static void prefetch_for_load(const U* p, int64_t count) {
+  // Asks for the cache lines of p[0, count), for writing (Write = 1) or
+  // reading. Only elements in the range are named: no pointer is formed past
+  // them (the last is named too, for a range that does not start on a line).
+  template <int Write, typename U>
+  static void prefetch_lines(const U* p, int64_t count) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
     for (int64_t i = 0; i < count; i += kLine) {
-      __builtin_prefetch(p + i, 0);
+      __builtin_prefetch(p + i, Write);
+    }
+    if (count > 0) {
+      __builtin_prefetch(p + count - 1, Write);
     }
   }
 
-  // Asks for the cache lines of p[0, count) before the stores that will write
-  // them. A store to a line not in cache waits for the line to be read first;
-  // prefetched, that read overlaps the computation. Memory-bound kernels
-  // (depthwise, pooling) otherwise stall on it. Only elements about to be
-  // written are named: no pointer is formed past them.
+  // Ahead of the loads that read p[0, count).
+  template <typename U>
+  static void prefetch_for_load(const U* p, int64_t count) {
+    prefetch_lines<0>(p, count);
+  }
+
+  // Before the stores that will write p[0, count). A store to a line not in
+  // cache waits for the line to be read first; prefetched, that read overlaps
+  // the computation. Memory-bound kernels (depthwise, pooling) otherwise stall
+  // on it.
   template <typename U>
   static void prefetch_for_store(const U* p, int64_t count) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
-    for (int64_t i = 0; i < count; i += kLine) {
-      __builtin_prefetch(p + i, 1);
-    }
-    if (count > 0) {
-      __builtin_prefetch(p + count - 1, 1);
-    }
+    prefetch_lines<1>(p, count);
   }
 
   // The first `count` elements of the N vectors v (all of them when count
