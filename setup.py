@@ -51,7 +51,8 @@ def extension():
     # -fopenmp makes at::parallel_for parallel; it resolves to the libgomp torch
     # already loaded, so torch.set_num_threads rules convext's threads too.
     # -ffp-contract=fast lets a * b + c become one FMA in the SIMD kernels.
-    cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    # -std=c++20: torch before 2.12 builds extensions as C++17 unless told.
+    cxx_flags = ["-std=c++20", "-O3", "-fopenmp", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     cxx_flags += shlex.split(os.environ.get("CONVEXT_CXXFLAGS", ""))
     link_flags = ["-fopenmp"]
     sanitizers = os.environ.get("CONVEXT_SANITIZE", "")

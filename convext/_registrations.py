@@ -34,6 +34,8 @@ def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 
 def _conv_memory_format(input, weight):
+    if input.is_cuda and input.dtype == torch.float64:  # cuDNN keeps float64 in NCHW, and torch with it
+        return torch.contiguous_format
     channels_last = torch.channels_last in (suggest_memory_format(input), suggest_memory_format(weight))
     return torch.channels_last if channels_last else torch.contiguous_format
 

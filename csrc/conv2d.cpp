@@ -124,6 +124,10 @@ Conv2dShape conv_transpose2d_check(const at::Tensor& input, const at::Tensor& we
 }
 
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  // cuDNN keeps float64 in NCHW, and torch's CUDA convolutions with it.
+  if (input.is_cuda() && input.scalar_type() == at::kDouble) {
+    return at::MemoryFormat::Contiguous;
+  }
   const bool channels_last =
       input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
       weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;

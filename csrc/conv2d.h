@@ -27,7 +27,8 @@ Conv2dShape conv_transpose2d_check(const at::Tensor& input, const at::Tensor& we
                                    at::IntArrayRef output_padding, int64_t groups,
                                    at::IntArrayRef dilation, const char* op);
 
-// torch's rule: channels_last when either the input or the weight is.
+// torch's rule: channels_last when either the input or the weight is, but
+// float64 on CUDA.
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
 
 }  // namespace convext

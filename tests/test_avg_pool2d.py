@@ -105,8 +105,10 @@ def test_disjoint_windows_backward_matches_torch(kernel, stride, padding, ceil_m
 def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = with_layout(torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device), layout).requires_grad_()
     args = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True, count_include_pad=False)
+    # torch's values come from its CPU kernels: its CUDA channels_last backward
+    # leaves out the padding (seen in torch 2.11; pytorch/pytorch#188344).
     out, (grad,), ref, (ref_grad,) = assert_same_results(
-        lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
+        lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x.cpu(), **args).to(x.device), [x])
     assert is_channels_last(out) == is_channels_last(ref)
     assert is_channels_last(grad) == is_channels_last(ref_grad)
 
