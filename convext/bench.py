@@ -362,20 +362,30 @@ def summary(rows):
     return out
 
 
+def peaks_text(peaks):
+    """The peaks a run measured: on a GPU only the copy bandwidth (no FMA loop of convext's own there)."""
+    fma = f"FMA {peaks['fma_gflops']:.0f} GFLOP/s, " if peaks["fma_gflops"] else ""
+    return f"{fma}copy {peaks['copy_gbs']:.0f} GB/s"
+
+
 def markdown_table(result):
     m = result["machine"]
+    if m.get("device") == "cuda":
+        machine = (f"{m['gpu']}, torch {m['torch']} (CUDA {m['cuda']}), cuDNN benchmark "
+                   f"{'on' if m['cudnn_benchmark'] else 'off'}, TF32 {'allowed' if m['allow_tf32'] else 'off'}, ")
+    else:
+        machine = f"{m['cpu']}, {m['threads']} threads, {m['isa']} kernels, torch {m['torch']}, "
     lines = [
-        f"{m.get('cpu', m.get('gpu'))}, {m['threads']} threads, {m.get('isa', '')} kernels, torch {m['torch']}, "
-        f"{result['dtype']}, {result['memory_format']}, {m['date'][:10]}, malloc {m.get('malloc', 'default')}. "
-        "Peaks measured in the run: "
-        f"FMA {result['peaks']['fma_gflops']:.0f} GFLOP/s, copy {result['peaks']['copy_gbs']:.0f} GB/s.",
+        f"{machine}{result['dtype']}, {result['memory_format']}, {m['date'][:10]}"
+        + (f", malloc {m['malloc']}" if m.get("device") != "cuda" and "malloc" in m else "")
+        + f". Peaks measured in the run: {peaks_text(result['peaks'])}.",
         "",
         "| case | pass | torch ms | convext ms | torch/convext | convext rate | of peak |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         peak = f"{100 * r['convext_fraction_of_peak']:.0f}%" if r["convext_fraction_of_peak"] else "-"
-        lines.append(f"| {r['case']} | {r['pass']} | {r['torch_ms']:.2f} | {r['convext_ms']:.2f} | "
+        lines.append(f"| {r['case']} | {r['pass']} | {r['torch_ms']:.3f} | {r['convext_ms']:.3f} | "
                      f"{r['ratio']:.2f}x | {r['convext_rate']:.1f} {r['unit']} | {peak} |")
     for pass_name, s in result["summary"].items():
         lines.append(f"\n{pass_name}: geometric mean {s['geomean_ratio']:.2f}x torch, lowest {s['min_ratio']:.2f}x.")
@@ -457,8 +467,7 @@ def main(argv=None):
     print(format_table(rows))
     for pass_name, s in result["summary"].items():
         print(f"{pass_name}: geometric mean {s['geomean_ratio']:.2f}x torch, lowest {s['min_ratio']:.2f}x")
-    if peaks["fma_gflops"]:
-        print(f"peaks this run: FMA {peaks['fma_gflops']:.0f} GFLOP/s, copy {peaks['copy_gbs']:.1f} GB/s")
+    print(f"peaks this run: {peaks_text(peaks)}")
 
     os.makedirs(args.output, exist_ok=True)
     stem = os.path.join(args.output, f"{args.device}-{args.dtype}-{args.memory_format}")

@@ -44,3 +44,16 @@ def test_default_suite_covers_the_issue_cases():
     assert len(names) == 15 and sum(c.kind == "conv" for c in bench.default_suite()) == 12
     assert {c.name for c in bench.default_suite() if c.image_input} == {"LeNet conv1 1->6 5x5 p2",
                                                                        "ResNet-50 stem 7x7/2"}
+
+
+def test_markdown_of_a_gpu_run_names_the_gpu_and_only_the_copy_peak(tmp_path):
+    """On a GPU convext measures no FMA peak (None in the JSON): the table says what the run had."""
+    assert bench.main(["--shape", "avg:1,2,4,4,2,2,0", "--pass", "fwd", "--min-run-time", "0.01",
+                       "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cpu-float32-nchw.json").read_text())
+    result["machine"] = {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130", "cuda": "13.0",
+                         "cudnn_benchmark": True, "allow_tf32": False, "threads": 16, "date": result["machine"]["date"]}
+    result["peaks"]["fma_gflops"] = None
+    first_line = bench.markdown_table(result).splitlines()[0]
+    assert first_line.startswith("NVIDIA H100 80GB HBM3, torch 2.11.0+cu130 (CUDA 13.0), cuDNN benchmark on, TF32 off")
+    assert "copy" in first_line and "FMA" not in first_line
