@@ -1248,9 +1248,14 @@ struct Kernels {
   }
 
   // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: whole
-  // L x L tiles transposed in registers, the ragged edges element by element.
+  // L x L tiles transposed in registers, the ragged edges element by element,
+  // but fewer than L rows into packed columns (an NCHW image of few channels
+  // into NHWC), which take the packed_columns path.
   static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                         int64_t cols) {
+    if (rows < L && dst_row == rows && cols >= L) {
+      return transpose_into_packed_columns(src, src_row, dst, rows, cols);
+    }
     const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
     for (int64_t i0 = 0; i0 < full_rows; i0 += L) {
       for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
@@ -1274,6 +1279,33 @@ struct Kernels {
     for (int64_t i = full_rows; i < rows; ++i) {
       for (int64_t j = 0; j < cols; ++j) {
         dst[j * dst_row + i] = src[i * src_row + j];
+      }
+    }
+  }
+
+  // transpose() of rows < L rows into dst_row == rows: L columns at a time,
+  // each as a whole vector at its place, its lanes past `rows` landing on the
+  // next columns, which are stored after it (the last ones, whose spill would
+  // pass the end, store only their rows). One vector store per column instead
+  // of `rows` element stores: LeNet's 6-channel input, the stem's 3.
+  static void transpose_into_packed_columns(const T* src, int64_t src_row, T* dst, int64_t rows, int64_t cols) {
+    const int64_t end = cols * rows;
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
+      const int64_t first = j0 + L <= cols ? j0 : cols - L;  // the last tile overlaps the one before
+      vec tile[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) {
+        tile[i] = i < rows ? V::load(src + i * src_row + first) : vec{};
+      }
+      transpose_stage<0>(tile);
+#pragma GCC unroll 16
+      for (int j = 0; j < L; ++j) {
+        T* column = dst + (first + j) * rows;
+        if (column + L <= dst + end) {
+          V::store(column, tile[j]);
+        } else {
+          store_first<1>(column, &tile[j], rows);
+        }
       }
     }
   }
