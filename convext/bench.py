@@ -370,14 +370,15 @@ def peaks_text(peaks):
 
 def markdown_table(result):
     m = result["machine"]
-    if m.get("device") == "cuda":
+    on_gpu = m.get("device") == "cuda"
+    if on_gpu:
         machine = (f"{m['gpu']}, torch {m['torch']} (CUDA {m['cuda']}), cuDNN benchmark "
                    f"{'on' if m['cudnn_benchmark'] else 'off'}, TF32 {'allowed' if m['allow_tf32'] else 'off'}, ")
     else:
         machine = f"{m['cpu']}, {m['threads']} threads, {m['isa']} kernels, torch {m['torch']}, "
     lines = [
         f"{machine}{result['dtype']}, {result['memory_format']}, {m['date'][:10]}"
-        + (f", malloc {m['malloc']}" if m.get("device") != "cuda" and "malloc" in m else "")
+        + (f", malloc {m['malloc']}" if not on_gpu and "malloc" in m else "")
         + f". Peaks measured in the run: {peaks_text(result['peaks'])}.",
         "",
         "| case | pass | torch ms | convext ms | torch/convext | convext rate | of peak |",

@@ -1248,9 +1248,9 @@ struct Kernels {
   }
 
   // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: whole
-  // L x L tiles transposed in registers, the ragged edges element by element,
-  // but fewer than L rows into packed columns (an NCHW image of few channels
-  // into NHWC), which take the packed_columns path.
+  // L x L tiles transposed in registers, the ragged edges element by element;
+  // fewer than L rows into packed columns (an NCHW image of few channels into
+  // NHWC) go through transpose_into_packed_columns.
   static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                         int64_t cols) {
     if (rows < L && dst_row == rows && cols >= L) {
