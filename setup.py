@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def cpu_sources():
     files = ["csrc/module.cpp", "csrc/checks.cpp", "csrc/conv2d.cpp", "csrc/max_pool2d.cpp",
-             "csrc/avg_pool2d.cpp"]
+             "csrc/avg_pool2d.cpp", "csrc/autograd.cpp"]
     return files + sorted(glob.glob("csrc/cpu/*.cpp", root_dir=ROOT))
 
 

@@ -4,22 +4,21 @@
 // dtype of the device (weights cached for the region), then the op runs with
 // autocast off. Ops with no autocast kernel (the pools) keep their dtype.
 #include <ATen/autocast_mode.h>
-#include <ATen/core/dispatch/Dispatcher.h>
+
+#include "ops.h"
 
 namespace convext {
 
-template <c10::DeviceType device, const char* name, class Signature>
+template <c10::DeviceType device, class Op, class Signature = typename Op::Signature>
 struct LowerPrecision;
 
-template <c10::DeviceType device, const char* name, class Result, class... Args>
-struct LowerPrecision<device, name, Result(Args...)> {
+template <c10::DeviceType device, class Op, class Result, class... Args>
+struct LowerPrecision<device, Op, Result(Args...)> {
   static Result call(Args... args) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(
         at::autocast::get_autocast_dispatch_key_from_device_type(device));
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Result(Args...)>();
     const at::ScalarType dtype = at::autocast::get_lower_precision_fp_from_device_type(device);
-    return op.call(at::autocast::cached_cast(dtype, args, device)...);
+    return Op::call(at::autocast::cached_cast(dtype, args, device)...);
   }
 };
 

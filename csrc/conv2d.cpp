@@ -156,21 +156,10 @@ TORCH_LIBRARY_FRAGMENT(convext, m) {
 
 namespace {
 
-constexpr char kConv2d[] = "convext::conv2d";
-constexpr char kConvTranspose2d[] = "convext::conv_transpose2d";
-using Conv2dSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                   const std::optional<at::Tensor>&, at::IntArrayRef,
-                                   at::IntArrayRef, at::IntArrayRef, int64_t);
-using ConvTranspose2dSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                            const std::optional<at::Tensor>&, at::IntArrayRef,
-                                            at::IntArrayRef, at::IntArrayRef, int64_t,
-                                            at::IntArrayRef);
-
 template <c10::DeviceType device>
 void register_autocast(torch::Library& m) {
-  m.impl("conv2d", &convext::LowerPrecision<device, kConv2d, Conv2dSignature>::call);
-  m.impl("conv_transpose2d",
-         &convext::LowerPrecision<device, kConvTranspose2d, ConvTranspose2dSignature>::call);
+  m.impl("conv2d", &convext::LowerPrecision<device, convext::ops::Conv2d>::call);
+  m.impl("conv_transpose2d", &convext::LowerPrecision<device, convext::ops::ConvTranspose2d>::call);
 }
 
 }  // namespace
