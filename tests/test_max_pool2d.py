@@ -121,12 +121,17 @@ def test_gradcheck_and_gradgradcheck(case):
     assert torch.autograd.gradgradcheck(lambda x: convext.max_pool2d(x, **args), (x,))
 
 
-def test_backward_rejects_indices_outside_the_plane():
-    x = torch.randn(1, 1, 4, 4)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bad", [16, -1])
+def test_backward_rejects_indices_outside_the_plane(bad, layout):
+    """One bad index among good ones, in the last image's last channel: found
+    wherever it is, and named."""
+    x = with_layout(torch.randn(2, 3, 4, 4), layout)
     out, idx = convext.max_pool2d(x, 2, return_indices=True)
-    with pytest.raises(RuntimeError, match="index 16 is outside the input plane of 4x4"):
-        torch.ops.convext.max_pool2d_backward(torch.ones_like(out), x, torch.full_like(idx, 16), [2, 2], [2, 2],
-                                              [0, 0], [1, 1], False)
+    idx = idx.clone()
+    idx[1, 2, 1, 1] = bad
+    with pytest.raises(RuntimeError, match=f"index {bad} is outside the input plane of 4x4"):
+        torch.ops.convext.max_pool2d_backward(torch.ones_like(out), x, idx, [2, 2], [2, 2], [0, 0], [1, 1], False)
 
 
 def test_backward_allocates_no_gradient_for_the_indices():

@@ -81,7 +81,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                          a.grad_input = grad_input.mutable_data_ptr<scalar_t>() + image * in_image;
                        });
   });
-  // The kernels checked every index before using any; name the first culprit.
+  // A kernel stopped at an index outside the plane before using it; name the first culprit.
   if (!all_inside) {
     const int64_t* bad = std::find_if(index_data, index_data + index.numel(),
                                       [&](int64_t i) { return i < 0 || i >= plane; });

@@ -1524,22 +1524,21 @@ struct Kernels {
   }
 
   // Scatter in output order, one thread per image: a fixed order of
-  // additions. Every index is checked before any is used. (A gather per input
-  // pixel, a vector of channels at a time, measured 3x slower on channels_last.)
+  // additions. An index outside the plane stops the image before it is used
+  // (false: the caller fails the call); checked in the scatter, not in a pass
+  // of its own, which had taken a third of the kernel's time. (A gather per
+  // input pixel, a vector of channels at a time, measured 3x slower on
+  // channels_last.)
   static bool max_pool_backward(const PoolArgs<T>& a) {
     const int64_t C = a.channels, outputs = a.out_h * a.out_w, plane = a.in_h * a.in_w;
-    bool inside = true;
-    for (int64_t i = 0; i < outputs * C; ++i) {
-      inside &= static_cast<uint64_t>(a.grad_indices[i]) < static_cast<uint64_t>(plane);
-    }
-    if (!inside) {
-      return false;
-    }
     zero(a.grad_input, plane * C);
     for (int64_t o = 0; o < outputs; ++o) {
       const T* g = a.grad_output + o * C;
       const int64_t* idx = a.grad_indices + o * C;
       for (int64_t c = 0; c < C; ++c) {
+        if (static_cast<uint64_t>(idx[c]) >= static_cast<uint64_t>(plane)) {
+          return false;
+        }
         a.grad_input[idx[c] * C + c] += g[c];
       }
     }
