@@ -542,6 +542,11 @@ struct Kernels {
   template <int K, int RW, int CV, bool Partial>
   static void depthwise_block(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
     static_assert(!Partial || CV == 1);
+    if constexpr (K == 1 && RW > 1) {
+      if (a.kernel_w == 3 && a.stride_w == 1 && a.dilation_w == 1) {
+        return depthwise_block_sliding<3, RW, CV, Partial>(a, oh, ow, c);
+      }
+    }
     const int64_t first_pixel = oh * a.out_w + ow;
     const T* x[RW];
     x[0] = a.input + c + (oh * a.stride_h - a.pad_h) * a.input_row + (ow * a.stride_w - a.pad_w) * a.input_pixel;
@@ -586,6 +591,59 @@ struct Kernels {
       for (int v = 0; v < CV; ++v) {
         store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c,
                                 gather_parts<K>(acc[r][v]));
+      }
+    }
+  }
+
+  // depthwise_block for stride 1 and kernel width KW: along a kernel row,
+  // input column j feeds output j - kw through tap kw, so each column is
+  // loaded once for up to KW sums, through one pointer (RW + KW - 1 loads
+  // instead of RW * KW, through RW pointers, which GCC spilled). Every sum
+  // takes its taps in the same order as in depthwise_block.
+  template <int KW, int RW, int CV, bool Partial>
+  static void depthwise_block_sliding(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
+    const int64_t first_pixel = oh * a.out_w + ow;
+    const T* x = a.input + c + (oh * a.stride_h - a.pad_h) * a.input_row + (ow - a.pad_w) * a.input_pixel;
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
+    }
+    vec acc[RW][CV];
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) {
+      const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
+#pragma GCC unroll 16
+      for (int r = 0; r < RW; ++r) {
+        acc[r][v] = bias;
+      }
+    }
+    for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
+      const T* row = x + kh * a.dilation_h * a.input_row;
+      const T* w = a.weight + kh * KW * a.weight_tap + c;
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) {
+        vec wv[KW];
+#pragma GCC unroll 8
+        for (int kw = 0; kw < KW; ++kw) {
+          wv[kw] = V::load(w + kw * a.weight_tap + v * L);
+        }
+        const T* column = row + v * L;
+#pragma GCC unroll 32
+        for (int j = 0; j < RW + KW - 1; ++j, column += a.input_pixel) {
+          const vec xv = load_channels<Partial>(a, column, c);
+#pragma GCC unroll 8
+          for (int kw = 0; kw < KW; ++kw) {
+            if (j - kw >= 0 && j - kw < RW) {
+              acc[j - kw][v] += xv * wv[kw];
+            }
+          }
+        }
+      }
+    }
+    for (int r = 0; r < RW; ++r) {
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) {
+        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c, acc[r][v]);
       }
     }
   }
