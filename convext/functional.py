@@ -7,7 +7,7 @@ and run the kernels.
 
 import torch
 
-from . import _registrations  # noqa: F401  (registers fake kernels and autograd)
+from . import _registrations  # noqa: F401  (loads the ops and registers their fake kernels)
 
 _ops = torch.ops.convext
 
