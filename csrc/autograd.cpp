@@ -11,6 +11,7 @@
 
 #include "conv2d.h"
 #include "ops.h"
+#include "shape.h"
 
 namespace convext {
 namespace {
@@ -95,13 +96,6 @@ struct AvgPoolWindow {
 };
 
 bool defined(const std::optional<Tensor>& t) { return t.has_value() && t->defined(); }
-
-// (input_size + 2 * padding - dilated kernel) / stride + 1, on sizes that may
-// be symbolic (torch.compile's dynamic shapes).
-c10::SymInt conv_output_size(const c10::SymInt& size, const c10::SymInt& kernel, int64_t stride,
-                             int64_t padding, int64_t dilation) {
-  return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
-}
 
 // -- conv2d ---------------------------------------------------------------
 

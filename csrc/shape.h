@@ -23,13 +23,17 @@ CONVEXT_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+// Size: int64_t, or c10::SymInt for the symbolic sizes torch.compile traces
+// the autograd kernels with.
+
 // Extent of a dilated kernel: the span of input it covers.
-inline int64_t dilated_extent(int64_t kernel, int64_t dilation) {
+template <typename Size>
+Size dilated_extent(const Size& kernel, int64_t dilation) {
   return dilation * (kernel - 1) + 1;
 }
 
-inline int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride,
-                                int64_t pad, int64_t dilation) {
+template <typename Size>
+Size conv_output_size(const Size& in, const Size& kernel, int64_t stride, int64_t pad, int64_t dilation) {
   return (in + 2 * pad - dilated_extent(kernel, dilation)) / stride + 1;
 }
 
