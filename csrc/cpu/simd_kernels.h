@@ -537,6 +537,41 @@ struct Kernels {
     }
   }
 
+  // The start of a block of RW output pixels from first_pixel, CV channel
+  // vectors from c: their lines asked for, their sums (K parts each) started
+  // at the bias.
+  template <int K, int RW, int CV, bool Partial>
+  static void start_sums(const DepthwiseArgs<T>& a, int64_t first_pixel, int64_t c, vec (&acc)[RW][CV][K]) {
+#pragma GCC unroll 16
+    for (int r = 0; r < RW; ++r) {
+      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) {
+      const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
+#pragma GCC unroll 16
+      for (int r = 0; r < RW; ++r) {
+        acc[r][v][0] = bias;
+#pragma GCC unroll 8
+        for (int part = 1; part < K; ++part) {
+          acc[r][v][part] = vec{};
+        }
+      }
+    }
+  }
+
+  // The end of that block: each sum's parts gathered and stored.
+  template <int K, int RW, int CV, bool Partial>
+  static void store_sums(const DepthwiseArgs<T>& a, int64_t first_pixel, int64_t c, const vec (&acc)[RW][CV][K]) {
+    for (int r = 0; r < RW; ++r) {
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) {
+        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c,
+                                gather_parts<K>(acc[r][v]));
+      }
+    }
+  }
+
   // RW pixels of output row oh from column ow, whose windows lie inside the
   // input, for CV channel vectors from c (a partial vector alone).
   template <int K, int RW, int CV, bool Partial>
@@ -555,22 +590,7 @@ struct Kernels {
       x[r] = x[r - 1] + a.stride_w * a.input_pixel;
     }
     vec acc[RW][CV][K];
-#pragma GCC unroll 16
-    for (int r = 0; r < RW; ++r) {
-      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
-    }
-#pragma GCC unroll 8
-    for (int v = 0; v < CV; ++v) {
-      const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
-#pragma GCC unroll 16
-      for (int r = 0; r < RW; ++r) {
-        acc[r][v][0] = bias;
-#pragma GCC unroll 8
-        for (int part = 1; part < K; ++part) {
-          acc[r][v][part] = vec{};
-        }
-      }
-    }
+    start_sums<K, RW, CV, Partial>(a, first_pixel, c, acc);
     const T* w = a.weight + c;
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < a.kernel_w; ++kw, w += a.weight_tap) {
@@ -586,13 +606,7 @@ struct Kernels {
         }
       }
     }
-    for (int r = 0; r < RW; ++r) {
-#pragma GCC unroll 8
-      for (int v = 0; v < CV; ++v) {
-        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c,
-                                gather_parts<K>(acc[r][v]));
-      }
-    }
+    store_sums<K, RW, CV, Partial>(a, first_pixel, c, acc);
   }
 
   // depthwise_block for stride 1 and kernel width KW: along a kernel row,
@@ -604,19 +618,8 @@ struct Kernels {
   static void depthwise_block_sliding(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow, int64_t c) {
     const int64_t first_pixel = oh * a.out_w + ow;
     const T* x = a.input + c + (oh * a.stride_h - a.pad_h) * a.input_row + (ow - a.pad_w) * a.input_pixel;
-#pragma GCC unroll 16
-    for (int r = 0; r < RW; ++r) {
-      prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
-    }
-    vec acc[RW][CV];
-#pragma GCC unroll 8
-    for (int v = 0; v < CV; ++v) {
-      const vec bias = a.bias ? load_channels<Partial>(a, a.bias + c + v * L, c) : vec{};
-#pragma GCC unroll 16
-      for (int r = 0; r < RW; ++r) {
-        acc[r][v] = bias;
-      }
-    }
+    vec acc[RW][CV][1];
+    start_sums<1, RW, CV, Partial>(a, first_pixel, c, acc);
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       const T* row = x + kh * a.dilation_h * a.input_row;
       const T* w = a.weight + kh * KW * a.weight_tap + c;
@@ -634,18 +637,13 @@ struct Kernels {
 #pragma GCC unroll 8
           for (int kw = 0; kw < KW; ++kw) {
             if (j - kw >= 0 && j - kw < RW) {
-              acc[j - kw][v] += xv * wv[kw];
+              acc[j - kw][v][0] += xv * wv[kw];
             }
           }
         }
       }
     }
-    for (int r = 0; r < RW; ++r) {
-#pragma GCC unroll 8
-      for (int v = 0; v < CV; ++v) {
-        store_channels<Partial>(a, a.output + (first_pixel + r) * a.output_pixel + c + v * L, c, acc[r][v]);
-      }
-    }
+    store_sums<1, RW, CV, Partial>(a, first_pixel, c, acc);
   }
 
   // One pixel near the border, CV channel vectors from c: taps outside the
