@@ -101,6 +101,33 @@ def test_disjoint_windows_backward_matches_torch(kernel, stride, padding, ceil_m
     assert_close(torch.ops.convext.avg_pool2d_backward(grad_output, x, *args), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [
+    (1, 1, 0, False),  # windows side by side, K = stride columns each: shares repeated K times
+    (2, 2, 0, False),
+    (3, 3, 1, True),   # and a border on either side
+    (4, 4, 2, False),
+    (5, 5, 2, True),   # no shuffles for K = 5: a gather
+    (3, 2, 1, False),  # two windows over some columns
+    (3, 1, 1, True),   # three
+    (2, 3, 0, True),   # columns no window covers
+])
+def test_plane_backward_matches_torch(kernel, stride, padding, ceil_mode, dtype, cpu_isa):
+    """NCHW planes: each input row written once, from the shares of the output
+    rows over it, with rows of full windows shorter than a vector, one vector
+    long, and several vectors and a few lanes (the last vector overlapping the
+    one before), for 4 to 16 lanes; every divisor rule. No input may be left
+    as the allocator gave it (the memory is filled with NaN first)."""
+    for windows in (3, 4, 8, 16, 37):
+        x = torch.randn(2, 3, 7, windows * stride + 1, dtype=dtype)
+        for count_include_pad, divisor_override in ((True, None), (False, None), (False, 3)):
+            args = ([kernel] * 2, [stride] * 2, [padding] * 2, ceil_mode, count_include_pad, divisor_override)
+            grad_output = torch.randn_like(torch.ops.aten.avg_pool2d(x, *args))
+            expected = torch.ops.aten.avg_pool2d_backward(grad_output, x, *args)
+            torch.full_like(x, float("nan"))  # freed at once: grad_input likely reuses it
+            assert_close(torch.ops.convext.avg_pool2d_backward(grad_output, x, *args), expected)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = with_layout(torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device), layout).requires_grad_()

@@ -61,13 +61,17 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const int64_t out_image = s.h.out_size * s.w.out_size * layout.channels;
   const auto rows = avg_pool_taps(s.h, count_include_pad);
   const auto cols = avg_pool_taps(s.w, count_include_pad);
+  const PlaneWindows windows(rows, cols, s.h.in_size, s.w.in_size);  // for NCHW planes
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     run_pool<scalar_t>(active_isa().get<scalar_t>().avg_pool_backward, false, s, layout, rows,
                        cols, [&](PoolArgs<scalar_t>& a, int64_t image) {
                          a.grad_output = grad.const_data_ptr<scalar_t>() + image * out_image;
                          a.grad_input = grad_input.mutable_data_ptr<scalar_t>() + image * in_image;
                          a.divisor_override = divisor_override.value_or(0);
-                       });
+                         a.row_windows = windows.rows.data();
+                         a.column_windows = windows.columns.data();
+                         a.column_layers = windows.column_layers;
+                       }, 2 * s.w.out_size + 1);
   });
   return grad_input;
 }

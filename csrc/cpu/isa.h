@@ -170,6 +170,15 @@ struct PoolArgs {
   int64_t row_begin, row_end;  // forward: output rows to compute
   int64_t out_h;             // backward: every output row
   int64_t divisor_override;  // avg_pool2d: 0 for none
+  // avg_pool2d backward on NCHW planes (channels == 1): the output rows whose
+  // windows cover input row ih are [row_windows[2 * ih], row_windows[2 * ih + 1]);
+  // column_windows[r * in_w + iw] is the r-th output column (r < column_layers)
+  // whose window covers input column iw, or out_w where fewer do. scratch holds
+  // 2 * out_w + 1 values of the calling thread's own.
+  const int64_t* row_windows;
+  const int64_t* column_windows;
+  int64_t column_layers;
+  T* scratch;
 };
 
 // A run of output pixels of a depthwise convolution (one input and one output
@@ -251,7 +260,7 @@ struct KernelsFor {
   // index lies outside the input plane.
   bool (*max_pool_backward)(const PoolArgs<T>&);
   void (*avg_pool)(const PoolArgs<T>&);
-  void (*avg_pool_backward)(const PoolArgs<T>&);  // zeroes grad_input, then scatters
+  void (*avg_pool_backward)(const PoolArgs<T>&);  // writes every input of grad_input
 };
 
 struct IsaKernels {

@@ -48,6 +48,46 @@ inline std::vector<PoolTaps> avg_pool_taps(const WindowAxis& axis, bool count_in
   return taps;
 }
 
+// Per input index of one axis, the output indices whose windows cover it:
+// [cover[2 * i], cover[2 * i + 1]). Window starts and ends grow with the
+// output index, so they are a run, found by one sweep.
+inline std::vector<int64_t> windows_over(const std::vector<PoolTaps>& taps, int64_t in_size) {
+  const int64_t out_size = static_cast<int64_t>(taps.size());
+  std::vector<int64_t> cover(2 * in_size);
+  for (int64_t i = 0, lo = 0, hi = 0; i < in_size; ++i) {
+    while (lo < out_size && taps[lo].first + taps[lo].count <= i) ++lo;
+    while (hi < out_size && taps[hi].first <= i) ++hi;
+    cover[2 * i] = lo;
+    cover[2 * i + 1] = std::max(lo, hi);
+  }
+  return cover;
+}
+
+// avg_pool2d backward on NCHW planes: the output rows over each input row,
+// and the output columns over each input column in layers, as PoolArgs'
+// row_windows and column_windows lay them out.
+struct PlaneWindows {
+  std::vector<int64_t> rows, columns;
+  int64_t column_layers = 1;
+
+  PlaneWindows(const std::vector<PoolTaps>& row_taps, const std::vector<PoolTaps>& col_taps,
+               int64_t in_h, int64_t in_w)
+      : rows(windows_over(row_taps, in_h)) {
+    const std::vector<int64_t> cover = windows_over(col_taps, in_w);
+    for (int64_t iw = 0; iw < in_w; ++iw) {
+      column_layers = std::max(column_layers, cover[2 * iw + 1] - cover[2 * iw]);
+    }
+    const int64_t none = static_cast<int64_t>(col_taps.size());
+    columns.resize(column_layers * in_w);
+    for (int64_t r = 0; r < column_layers; ++r) {
+      for (int64_t iw = 0; iw < in_w; ++iw) {
+        const int64_t window = cover[2 * iw] + r;
+        columns[r * in_w + iw] = window < cover[2 * iw + 1] ? window : none;
+      }
+    }
+  }
+};
+
 // The PoolArgs fields that describe the window's geometry.
 template <typename T>
 PoolArgs<T> pool_geometry(const Pool2dShape& s, const PoolImages& layout,
@@ -78,10 +118,11 @@ PoolArgs<T> pool_geometry(const Pool2dShape& s, const PoolImages& layout,
 // Runs a pooling kernel of the active ISA over every image of `layout`.
 // Forward kernels (by_rows) split images into runs of output rows; backward
 // kernels scatter into a whole image each. bind(args, image) sets the image's
-// tensors.
+// tensors; each thread has scratch_elements values of scratch.
 template <typename T, typename Kernel, typename Bind>
 void run_pool(const Kernel& kernel, bool by_rows, const Pool2dShape& s, const PoolImages& layout,
-              const std::vector<PoolTaps>& rows, const std::vector<PoolTaps>& cols, const Bind& bind) {
+              const std::vector<PoolTaps>& rows, const std::vector<PoolTaps>& cols, const Bind& bind,
+              int64_t scratch_elements = 0) {
   const PoolArgs<T> geometry = pool_geometry<T>(s, layout, rows, cols);
   const int64_t row_cost = s.w.out_size * s.h.kernel * s.w.kernel * layout.channels;
   constexpr int64_t kMinCost = int64_t{1} << 15;
@@ -89,12 +130,16 @@ void run_pool(const Kernel& kernel, bool by_rows, const Pool2dShape& s, const Po
       by_rows ? std::min(s.h.out_size, std::max<int64_t>(1, kMinCost / std::max<int64_t>(1, row_cost)))
               : s.h.out_size;
   const int64_t runs = ceil_div(s.h.out_size, rows_per_item);
-  parallel_over(layout.images * runs, rows_per_item * row_cost, [&](int64_t item) {
-    PoolArgs<T> a = geometry;
-    bind(a, item / runs);
-    a.row_begin = item % runs * rows_per_item;
-    a.row_end = std::min(s.h.out_size, a.row_begin + rows_per_item);
-    kernel(a);
+  parallel_ranges(layout.images * runs, rows_per_item * row_cost, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(scratch_elements);
+    for (int64_t item = begin; item < end; ++item) {
+      PoolArgs<T> a = geometry;
+      bind(a, item / runs);
+      a.row_begin = item % runs * rows_per_item;
+      a.row_end = std::min(s.h.out_size, a.row_begin + rows_per_item);
+      a.scratch = scratch.data();
+      kernel(a);
+    }
   });
 }
 

@@ -1681,11 +1681,127 @@ struct Kernels {
     }
   }
 
+  // share[ow] = the sum over output rows [first, end) of grad_output / divisor
+  // (one division per output, as torch does), for every output column.
+  static void row_shares(const PoolArgs<T>& a, int64_t first, int64_t end, const T* column_divisor,
+                         T* share) {
+    const auto shares = [&](int64_t ow, const auto& load) {
+      const vec divisor = load(column_divisor + ow);
+      vec sum{};
+      for (int64_t oh = first; oh < end; ++oh) {
+        const T row_divisor = static_cast<T>(a.divisor_override ? 1 : a.rows[oh].divisor);
+        const vec quotient = load(a.grad_output + oh * a.out_w + ow) / (row_divisor * divisor);
+        sum = oh == first ? quotient : sum + quotient;
+      }
+      return sum;
+    };
+    if (a.out_w < L) {  // lanes past out_w are 0 / 0, never stored
+      const vec sum = shares(0, [&](const T* p) { return load_first(p, a.out_w); });
+      store_first<1>(share, &sum, a.out_w);
+      return;
+    }
+    for (int64_t ow = 0; ow < a.out_w; ow += L) {
+      const int64_t at = ow + L <= a.out_w ? ow : a.out_w - L;  // the last vector overlaps the one before
+      V::store(share + at, shares(at, [](const T* p) { return V::load(p); }));
+    }
+  }
+
+  // Lane l of the result is lane (M * L + l) / K of x: vector M of x's lanes
+  // each repeated K times.
+  template <int K, int M, std::size_t... I>
+  static vec repeat_lanes(vec x, std::index_sequence<I...>) {
+    return __builtin_shufflevector(x, x, static_cast<int>((M * L + I) / K)...);
+  }
+
+  // row[K * i + k] = share[i] for i < count, k < K.
+  template <int K, std::size_t... M>
+  static void spread_shares(T* row, const T* share, int64_t count, std::index_sequence<M...>) {
+    if (count < L) {
+      for (int64_t i = 0; i < count; ++i) {
+        for (int k = 0; k < K; ++k) {
+          row[K * i + k] = share[i];
+        }
+      }
+      return;
+    }
+    for (int64_t i = 0; i < count; i += L) {
+      const int64_t at = i + L <= count ? i : count - L;  // the last vector overlaps the one before
+      const vec x = V::load(share + at);
+      (V::store(row + K * at + M * L, repeat_lanes<K, M>(x, std::make_index_sequence<L>{})), ...);
+    }
+  }
+
+  // row[iw] = share[windows[iw]] for iw in [begin, end).
+  static void gather_shares(T* __restrict row, const T* __restrict share, const int64_t* __restrict windows,
+                            int64_t begin, int64_t end) {
+    for (int64_t iw = begin; iw < end; ++iw) {
+      row[iw] = share[windows[iw]];
+    }
+  }
+
+  // NCHW planes: an input row is the sum of the shares of the output rows over
+  // it, spread along the row through column_windows (the columns no window
+  // covers read a zero). Shares are summed once per run of output rows, and
+  // every input is written once, with no zeroing pass. Windows of K = stride
+  // columns side by side (2x2/2) spread their shares with shuffles, K
+  // vectors a vector of shares; the rest (borders, overlaps) is a scalar
+  // gather.
+  static void avg_pool_plane_backward(const PoolArgs<T>& a) {
+    T* __restrict share = a.scratch;  // out_w shares, then the zero
+    T* __restrict column_divisor = a.scratch + a.out_w + 1;
+    for (int64_t ow = 0; ow < a.out_w; ++ow) {
+      column_divisor[ow] = static_cast<T>(a.divisor_override ? a.divisor_override : a.cols[ow].divisor);
+    }
+    share[a.out_w] = T(0);
+    const int64_t run = a.full_cols_end - a.full_cols_begin;
+    const int64_t side_by_side =
+        run > 0 && a.column_layers == 1 && a.cols[a.full_cols_begin].count == a.stride_w ? a.stride_w : 0;
+    const int64_t run_first = run > 0 ? a.cols[a.full_cols_begin].first : 0;
+    const int64_t run_end = run_first + side_by_side * run;
+    int64_t shared_first = -1, shared_end = -1;
+    for (int64_t ih = 0; ih < a.in_h; ++ih) {
+      const int64_t first = a.row_windows[2 * ih], end = a.row_windows[2 * ih + 1];
+      T* __restrict row = a.grad_input + ih * a.in_w;
+      if (first == end) {
+        zero(row, a.in_w);
+        continue;
+      }
+      if (first != shared_first || end != shared_end) {
+        row_shares(a, first, end, column_divisor, share);
+        shared_first = first;
+        shared_end = end;
+      }
+      const T* run_shares = share + a.full_cols_begin;
+      switch (side_by_side) {
+        case 2: spread_shares<2>(row + run_first, run_shares, run, std::make_index_sequence<2>{}); break;
+        case 3: spread_shares<3>(row + run_first, run_shares, run, std::make_index_sequence<3>{}); break;
+        case 4: spread_shares<4>(row + run_first, run_shares, run, std::make_index_sequence<4>{}); break;
+        default: break;
+      }
+      const bool spread = side_by_side >= 2 && side_by_side <= 4;
+      gather_shares(row, share, a.column_windows, 0, spread ? run_first : a.in_w);
+      if (spread) {
+        gather_shares(row, share, a.column_windows, run_end, a.in_w);
+      }
+      const int64_t* windows = a.column_windows;
+      for (int64_t layer = 1; layer < a.column_layers; ++layer) {
+        windows += a.in_w;
+        for (int64_t iw = 0; iw < a.in_w; ++iw) {
+          row[iw] += share[windows[iw]];
+        }
+      }
+    }
+  }
+
   // Each output's share, grad_output / divisor (computed once, as torch does),
   // given to every input of its window. Disjoint windows (2x2/2) store it, and
   // only the inputs no window covers are zeroed: one write per input instead
   // of a zeroing pass and a read-modify-write.
   static void avg_pool_backward(const PoolArgs<T>& a) {
+    if (a.channels == 1) {
+      avg_pool_plane_backward(a);
+      return;
+    }
     const int64_t C = a.channels;
     const bool store = disjoint(a.rows, a.out_h) && disjoint(a.cols, a.out_w);
     if (store) {
