@@ -1739,6 +1739,16 @@ struct Kernels {
     }
   }
 
+  // spread_shares<K> for K = 2 to 4; false (nothing written) for other K.
+  static bool spread_shares(int64_t K, T* row, const T* share, int64_t count) {
+    switch (K) {
+      case 2: spread_shares<2>(row, share, count, std::make_index_sequence<2>{}); return true;
+      case 3: spread_shares<3>(row, share, count, std::make_index_sequence<3>{}); return true;
+      case 4: spread_shares<4>(row, share, count, std::make_index_sequence<4>{}); return true;
+      default: return false;
+    }
+  }
+
   // row[iw] = share[windows[iw]] for iw in [begin, end).
   static void gather_shares(T* __restrict row, const T* __restrict share, const int64_t* __restrict windows,
                             int64_t begin, int64_t end) {
@@ -1779,17 +1789,11 @@ struct Kernels {
         shared_first = first;
         shared_end = end;
       }
-      const T* run_shares = share + a.full_cols_begin;
-      switch (side_by_side) {
-        case 2: spread_shares<2>(row + run_first, run_shares, run, std::make_index_sequence<2>{}); break;
-        case 3: spread_shares<3>(row + run_first, run_shares, run, std::make_index_sequence<3>{}); break;
-        case 4: spread_shares<4>(row + run_first, run_shares, run, std::make_index_sequence<4>{}); break;
-        default: break;
-      }
-      const bool spread = side_by_side >= 2 && side_by_side <= 4;
-      gather_shares(row, share, a.column_windows, 0, spread ? run_first : a.in_w);
-      if (spread) {
+      if (spread_shares(side_by_side, row + run_first, share + a.full_cols_begin, run)) {
+        gather_shares(row, share, a.column_windows, 0, run_first);
         gather_shares(row, share, a.column_windows, run_end, a.in_w);
+      } else {
+        gather_shares(row, share, a.column_windows, 0, a.in_w);
       }
       const int64_t* windows = a.column_windows;
       for (int64_t layer = 1; layer < a.column_layers; ++layer) {
@@ -1801,8 +1805,9 @@ struct Kernels {
     }
   }
 
-  // Each output's share, grad_output / divisor (computed once, as torch does),
-  // given to every input of its window. Disjoint windows (2x2/2) store it, and
+  // Channels_last (NCHW planes: avg_pool_plane_backward): each output's share,
+  // grad_output / divisor (computed once, as torch does), given to every
+  // input of its window. Disjoint windows (2x2/2) store it, and
   // only the inputs no window covers are zeroed: one write per input instead
   // of a zeroing pass and a read-modify-write.
   static void avg_pool_backward(const PoolArgs<T>& a) {
