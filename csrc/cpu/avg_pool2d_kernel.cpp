@@ -61,7 +61,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const int64_t out_image = s.h.out_size * s.w.out_size * layout.channels;
   const auto rows = avg_pool_taps(s.h, count_include_pad);
   const auto cols = avg_pool_taps(s.w, count_include_pad);
-  const PlaneWindows windows(rows, cols, s.h.in_size, s.w.in_size);  // for NCHW planes
+  const PlaneWindows windows(s.h, s.w);  // for NCHW planes
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     run_pool<scalar_t>(active_isa().get<scalar_t>().avg_pool_backward, false, s, layout, rows,
                        cols, [&](PoolArgs<scalar_t>& a, int64_t image) {

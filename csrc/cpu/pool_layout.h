@@ -48,21 +48,6 @@ inline std::vector<PoolTaps> avg_pool_taps(const WindowAxis& axis, bool count_in
   return taps;
 }
 
-// Per input index of one axis, the output indices whose windows cover it:
-// [cover[2 * i], cover[2 * i + 1]). Window starts and ends grow with the
-// output index, so they are a run, found by one sweep.
-inline std::vector<int64_t> windows_over(const std::vector<PoolTaps>& taps, int64_t in_size) {
-  const int64_t out_size = static_cast<int64_t>(taps.size());
-  std::vector<int64_t> cover(2 * in_size);
-  for (int64_t i = 0, lo = 0, hi = 0; i < in_size; ++i) {
-    while (lo < out_size && taps[lo].first + taps[lo].count <= i) ++lo;
-    while (hi < out_size && taps[hi].first <= i) ++hi;
-    cover[2 * i] = lo;
-    cover[2 * i + 1] = std::max(lo, hi);
-  }
-  return cover;
-}
-
 // avg_pool2d backward on NCHW planes: the output rows over each input row,
 // and the output columns over each input column in layers, as PoolArgs'
 // row_windows and column_windows lay them out.
@@ -70,19 +55,21 @@ struct PlaneWindows {
   std::vector<int64_t> rows, columns;
   int64_t column_layers = 1;
 
-  PlaneWindows(const std::vector<PoolTaps>& row_taps, const std::vector<PoolTaps>& col_taps,
-               int64_t in_h, int64_t in_w)
-      : rows(windows_over(row_taps, in_h)) {
-    const std::vector<int64_t> cover = windows_over(col_taps, in_w);
-    for (int64_t iw = 0; iw < in_w; ++iw) {
-      column_layers = std::max(column_layers, cover[2 * iw + 1] - cover[2 * iw]);
+  PlaneWindows(const WindowAxis& h, const WindowAxis& w) : rows(2 * h.in_size) {
+    for (int64_t ih = 0; ih < h.in_size; ++ih) {
+      const Range over = h.outputs_covering(ih);
+      rows[2 * ih] = over.begin;
+      rows[2 * ih + 1] = over.end;
     }
-    const int64_t none = static_cast<int64_t>(col_taps.size());
-    columns.resize(column_layers * in_w);
-    for (int64_t r = 0; r < column_layers; ++r) {
-      for (int64_t iw = 0; iw < in_w; ++iw) {
-        const int64_t window = cover[2 * iw] + r;
-        columns[r * in_w + iw] = window < cover[2 * iw + 1] ? window : none;
+    for (int64_t iw = 0; iw < w.in_size; ++iw) {
+      const Range over = w.outputs_covering(iw);
+      column_layers = std::max(column_layers, over.end - over.begin);
+    }
+    columns.resize(column_layers * w.in_size);
+    for (int64_t iw = 0; iw < w.in_size; ++iw) {
+      const Range over = w.outputs_covering(iw);
+      for (int64_t r = 0; r < column_layers; ++r) {
+        columns[r * w.in_size + iw] = over.begin + r < over.end ? over.begin + r : w.out_size;
       }
     }
   }
