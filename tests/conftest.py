@@ -57,6 +57,14 @@ def small_weight_chunks(monkeypatch):
     monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", str(16 << 10))
 
 
+@pytest.fixture
+def streaming_stores(monkeypatch):
+    """Memory-bound kernels write outputs of every size by streaming stores
+    (CONVEXT_CPU_STREAM_BYTES=0) where their vectors are aligned, not only the
+    outputs of 4 MiB and more that test-sized inputs never reach."""
+    monkeypatch.setenv("CONVEXT_CPU_STREAM_BYTES", "0")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -101,6 +101,21 @@ def test_disjoint_windows_backward_matches_torch(kernel, stride, padding, ceil_m
     assert_close(torch.ops.convext.avg_pool2d_backward(grad_output, x, *args), expected)
 
 
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (2, 3, 0), (3, 2, 1)])
+@pytest.mark.parametrize("channels", [32, 40, 272])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_streamed_outputs_match_torch(kernel, stride, padding, channels, dtype, cpu_isa, streaming_stores):
+    """channels_last outputs and input gradients written by streaming stores,
+    whole channel vectors at a time (calls of 16, 4 and 1 vectors at 272
+    channels; 40 channels are whole vectors at 8 lanes, not at 16, where the
+    stores stay plain): windows that tile the input, whose backward streams
+    each share, that leave gaps zeroed by plain stores beside the streamed
+    ones, and that overlap, whose backward adds instead."""
+    x = with_layout(torch.randn(2, channels, 11, 13, dtype=dtype), "channels_last").requires_grad_()
+    args = dict(kernel_size=kernel, stride=stride, padding=padding)
+    assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [
     (2, 2, 0, False),  # windows side by side, K = stride columns each: shares repeated K times

@@ -172,6 +172,14 @@ def test_a_malformed_chunk_size_is_named(value, monkeypatch):
         convext.conv2d(x(1, 32, 8, 8), x(32, 32, 3, 3))  # dense: the path that reads it
 
 
+@pytest.mark.parametrize("value", ["many", "-1", "4M"])
+def test_a_malformed_streaming_threshold_is_named(value, monkeypatch):
+    monkeypatch.setenv("CONVEXT_CPU_STREAM_BYTES", value)
+    with pytest.raises(RuntimeError, match=f"CONVEXT_CPU_STREAM_BYTES={value}: expected a number of bytes, 0 or more"):
+        depthwise = x(1, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+        convext.conv2d(depthwise, x(16, 1, 3, 3), groups=16)  # channels_last depthwise: a path that reads it
+
+
 # ---- every argument of every entry point, each kind of wrong value ----------
 #
 # Each entry point has one valid call. Every argument is then replaced, one at a

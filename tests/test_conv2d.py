@@ -392,6 +392,27 @@ def test_lane_groups_match_torch(width, groups, kernel, stride, padding, dilatio
     )
 
 
+@pytest.mark.parametrize("channels,width", [(48, 1), (40, 1), (32, 4), (64, 8)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_streamed_outputs_match_torch(channels, width, stride, dtype, layout, cpu_isa, streaming_stores):
+    """Depthwise and lane-group forwards (channels_last) and depthwise input
+    gradients (both layouts: NCHW rows of a vector or more are gathered into
+    NHWC) written by streaming stores, pixels whole vectors apart: register
+    blocks and border pixels, several vectors side by side. 40 channels are
+    whole vectors at 8 lanes but not at 16, where the stores stay plain."""
+    x = with_layout(torch.randn(2, channels, 9, 29, dtype=dtype), layout).requires_grad_()
+    w = torch.randn(channels, width, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(channels, dtype=dtype, requires_grad=True)
+    groups = channels // width
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, 1, 1, groups),
+        lambda x, w, b: F.conv2d(x, w, b, stride, 1, 1, groups),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("out_w", [16, 20, 32, 45])
 @pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (1, 2, 0), (1, 1, 3), (2, 1, 1), (3, 2, 2)])
 def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa):

@@ -30,11 +30,14 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
   const auto rows = avg_pool_taps(s.h, count_include_pad);
   const auto cols = avg_pool_taps(s.w, count_include_pad);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    run_pool<scalar_t>(active_isa().get<scalar_t>().avg_pool, true, s, layout, rows, cols,
+    const auto& kernels = active_isa().get<scalar_t>();
+    const bool stream = streams_pixels(output, layout, kernels.lanes * sizeof(scalar_t));
+    run_pool<scalar_t>(kernels.avg_pool, true, s, layout, rows, cols,
                        [&](PoolArgs<scalar_t>& a, int64_t image) {
                          a.input = x.const_data_ptr<scalar_t>() + image * in_image;
                          a.output = output.mutable_data_ptr<scalar_t>() + image * out_image;
                          a.divisor_override = divisor_override.value_or(0);
+                         a.stream = stream;
                        });
   });
   return output;
@@ -63,7 +66,9 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const auto cols = avg_pool_taps(s.w, count_include_pad);
   const PlaneWindows windows(s.h, s.w);  // for NCHW planes
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
-    run_pool<scalar_t>(active_isa().get<scalar_t>().avg_pool_backward, false, s, layout, rows,
+    const auto& kernels = active_isa().get<scalar_t>();
+    const bool stream = streams_pixels(grad_input, layout, kernels.lanes * sizeof(scalar_t));
+    run_pool<scalar_t>(kernels.avg_pool_backward, false, s, layout, rows,
                        cols, [&](PoolArgs<scalar_t>& a, int64_t image) {
                          a.grad_output = grad.const_data_ptr<scalar_t>() + image * out_image;
                          a.grad_input = grad_input.mutable_data_ptr<scalar_t>() + image * in_image;
@@ -71,6 +76,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                          a.row_windows = windows.rows.data();
                          a.column_windows = windows.columns.data();
                          a.column_layers = windows.column_layers;
+                         a.stream = stream;
                        }, 2 * s.w.out_size + 1);
   });
   return grad_input;

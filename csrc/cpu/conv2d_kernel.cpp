@@ -465,6 +465,9 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
           ? 1
           : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, std::max<int64_t>(1, c.batch));
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
+  const int64_t element = sizeof(T);
+  const bool stream = lane_groups && streaming_stores(output, c.batch * image_out * element, out_c * element,
+                                                      k.lanes * element);
   const auto run_item = [&](int64_t item, T* tile) {
     const int64_t block = item % blocks, run = item / blocks % runs;
     const int64_t first_image = item / (blocks * runs) * images_per_item;
@@ -474,7 +477,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
       DepthwiseArgs<T> a{input + first_image * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
                          c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
                          c.dilation_w, w, group_width * lane_channels, b, output + first_image * image_out, out_c,
-                         c.out_w, pixel_begin, pixel_end, out_c, group_width};
+                         c.out_w, pixel_begin, pixel_end, out_c, group_width, stream};
       k.depthwise_pixels(a);
       return;
     }
@@ -1102,6 +1105,8 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
   const T* g = gy.const_data_ptr<T>();
   T* out = grad_input.mutable_data_ptr<T>();
+  const int64_t element = sizeof(T);
+  const bool stream = streaming_stores(out, grad_input.numel() * element, channels * element, k.lanes * element);
   parallel_over(s.batch * runs, kRun * channels * s.h.kernel * s.w.kernel, [&](int64_t item) {
     const int64_t n = item / runs, first = item % runs * kRun;
     DepthwiseArgs<T> a = geometry;
@@ -1111,6 +1116,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
     a.output = out + n * pixels * channels;
     a.pixel_begin = first;
     a.pixel_end = std::min(pixels, first + kRun);
+    a.stream = stream;
     k.depthwise_input_grad(a);
   });
   return in_layout<T>(k, grad_input, format);

@@ -179,6 +179,10 @@ struct PoolArgs {
   const int64_t* column_windows;
   int64_t column_layers;
   T* scratch;
+  // avg_pool2d: the output (forward) or grad_input (backward) is written by
+  // streaming stores where whole vectors go (set by the host from
+  // streaming_stores).
+  bool stream = false;
 };
 
 // A run of output pixels of a depthwise convolution (one input and one output
@@ -202,6 +206,9 @@ struct DepthwiseArgs {
   // kMaxLaneGroupWidth dividing the lanes (weights [kh][kw][rotation][channel],
   // see rotate_groups).
   int64_t group_width = 1;
+  // Whole output vectors are written by streaming stores, past the caches
+  // (set by the host from streaming_stores).
+  bool stream = false;
 };
 
 constexpr int64_t kMaxLaneGroupWidth = 8;
@@ -276,6 +283,14 @@ template <>
 inline const KernelsFor<float>& IsaKernels::get<float>() const { return f32; }
 template <>
 inline const KernelsFor<double>& IsaKernels::get<double>() const { return f64; }
+
+// Whether a memory-bound kernel writing `bytes` of output from `output`, a
+// vector at a time at multiples of `step_bytes` from it, should write them by
+// streaming stores: an output of CONVEXT_CPU_STREAM_BYTES or more (default
+// 4 MiB) does not stay in cache for its reader anyway, and a store that misses
+// the cache first reads the line it overwrites. The vectors must lie on
+// vector_bytes boundaries, which streaming stores require.
+bool streaming_stores(const void* output, int64_t bytes, int64_t step_bytes, int64_t vector_bytes);
 
 // The kernels in force for this call (reads CONVEXT_CPU_ISA each time, so
 // tests can switch paths).

@@ -10,6 +10,10 @@
 
 #include "isa.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace CONVEXT_ISA_NAMESPACE {
 
 using convext::cpu::ConvPixelsArgs;
@@ -35,6 +39,27 @@ struct Vec {
     return v;
   }
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(v)); }
+  // v's bytes to p, aligned to the vector's size, by a store past the caches
+  // (x86: movnt; a plain store elsewhere). Streamed stores are ordered by fence().
+  static void stream(void* p, type v) {
+#if defined(__x86_64__)
+    if constexpr (Bytes == 64) {
+      _mm512_stream_si512(static_cast<__m512i*>(p), (__m512i)v);
+    } else if constexpr (Bytes == 32) {
+      _mm256_stream_si256(static_cast<__m256i*>(p), (__m256i)v);
+    } else {
+      _mm_stream_si128(static_cast<__m128i*>(p), (__m128i)v);
+    }
+#else
+    __builtin_memcpy(p, &v, sizeof(v));
+#endif
+  }
+  // Makes the streamed stores before it visible before any store after it.
+  static void fence() {
+#if defined(__x86_64__)
+    _mm_sfence();
+#endif
+  }
   // x - 0 is x for every x (-0 included), so it folds away and x is loaded
   // straight into every lane; 0 + x is not (0 + -0 is +0): an add per call.
   static type broadcast(T x) { return x - type{}; }
@@ -485,7 +510,11 @@ struct Kernels {
 
   template <bool Partial>
   static void store_channels(const DepthwiseArgs<T>& a, T* p, int64_t c, vec v) {
-    store_first<1>(p, &v, Partial ? a.channels - c : L);
+    if (!Partial && a.stream) {
+      V::stream(p, v);
+    } else {
+      store_first<1>(p, &v, Partial ? a.channels - c : L);
+    }
   }
 
   // Groups of K channels on both sides (depthwise: K = 1), whole groups to a
@@ -543,7 +572,7 @@ struct Kernels {
   template <int K, int RW, int CV, bool Partial>
   static void start_sums(const DepthwiseArgs<T>& a, int64_t first_pixel, int64_t c, vec (&acc)[RW][CV][K]) {
 #pragma GCC unroll 16
-    for (int r = 0; r < RW; ++r) {
+    for (int r = 0; r < RW && !a.stream; ++r) {
       prefetch_for_store(a.output + (first_pixel + r) * a.output_pixel + c, Partial ? a.channels - c : CV * L);
     }
 #pragma GCC unroll 8
@@ -734,7 +763,7 @@ struct Kernels {
       const int64_t ih = oh * a.stride_h - a.pad_h + kh * a.dilation_h;
       prefetch_for_load(a.input + ih * a.input_row + first * a.input_pixel, (last - first + 1) * a.input_pixel);
     }
-    if (next_last >= ow + RW) {
+    if (next_last >= ow + RW && !a.stream) {
       prefetch_for_store(a.output + (oh * a.out_w + ow + RW) * a.output_pixel,
                          (next_last - ow - RW) * a.output_pixel + a.channels);
     }
@@ -778,6 +807,9 @@ struct Kernels {
         depthwise_channels<K, 1, true>(a, oh, p - row_first);
       }
     }
+    if (a.stream) {
+      V::fence();
+    }
   }
 
   // Group widths 1, 2, 4, ... up to L and kMaxLaneGroupWidth; the host passes no other.
@@ -819,7 +851,9 @@ struct Kernels {
         }
       }
       T* out = a.output + p * a.output_pixel;
-      prefetch_for_store(out, a.channels);
+      if (!a.stream) {
+        prefetch_for_store(out, a.channels);
+      }
       // CV vectors of channels side by side: independent sums keep several
       // loads in flight (one chain of a few dependent FMAs waited on each).
       const auto vectors = [&](auto cv, auto partial, int64_t c) {
@@ -843,6 +877,9 @@ struct Kernels {
         }
       };
       each_channel_vector(a.channels, vectors);
+    }
+    if (a.stream) {
+      V::fence();
     }
   }
 
@@ -1460,6 +1497,15 @@ struct Kernels {
     }
   }
 
+  // The first `count` lanes of x to out, streamed when all go and the host asked.
+  static void store_output(const PoolArgs<T>& a, T* out, vec x, int count) {
+    if (a.stream && count == L) {
+      V::stream(out, x);
+    } else {
+      store_lanes(out, x, count);
+    }
+  }
+
   // Channel vectors per pooling call: max_pool keeps a value and an offset
   // per vector, avg_pool only a sum, so it can read 256 channels of each tap
   // at once, a whole pixel in order as torch reads it (with 4 vectors a call,
@@ -1628,7 +1674,9 @@ struct Kernels {
       const auto& ct = a.cols[ow];  // along a row of full windows, every lane's divisor is this one
       const T* window = a.input + (rt.first * a.in_w + ct.first) * C + c;
       const int64_t out = (oh * a.out_w + ow) * C + c;
-      prefetch_for_store(a.output + out, (CV - 1) * L + lanes.stored);
+      if (!a.stream) {
+        prefetch_for_store(a.output + out, (CV - 1) * L + lanes.stored);
+      }
       vec sum[CV] = {};
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
@@ -1641,7 +1689,7 @@ struct Kernels {
       const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
 #pragma GCC unroll 16
       for (int v = 0; v < CV; ++v) {
-        store_lanes(a.output + out + v * L, sum[v] / divisor, lanes.stored);
+        store_output(a, a.output + out + v * L, sum[v] / divisor, lanes.stored);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
@@ -1656,6 +1704,9 @@ struct Kernels {
       a.output[(oh * a.out_w + ow) * C + c] = sum / static_cast<T>(avg_divisor(a, oh, ow));
     };
     for_each_output<kAvgPoolVectors>(a, vector_fn, scalar_fn);
+    if (a.stream) {
+      V::fence();
+    }
   }
 
   // Whether the windows along an axis never share an input (stride >= kernel).
@@ -1839,14 +1890,21 @@ struct Kernels {
     } else {
       zero(a.grad_input, a.in_h * a.in_w * C);
     }
-    const auto give = [store](T* gi, vec share) { V::store(gi, store ? share : V::load(gi) + share); };
+    const bool stream = store && a.stream;
+    const auto give = [store, stream](T* gi, vec share) {
+      if (stream) {
+        V::stream(gi, share);
+      } else {
+        V::store(gi, store ? share : V::load(gi) + share);
+      }
+    };
     for (int64_t oh = 0; oh < a.out_h; ++oh) {
       const auto& rt = a.rows[oh];
       for (int64_t ow = 0; ow < a.out_w; ++ow) {
         const auto& ct = a.cols[ow];
         const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
         const T* g = a.grad_output + (oh * a.out_w + ow) * C;
-        if (store && C >= L) {  // a line per window pixel at least (NCHW planes: not worth it)
+        if (store && !stream && C >= L) {  // a line per window pixel at least (NCHW planes: not worth it)
           for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
             for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
               prefetch_for_store(a.grad_input + (ih * a.in_w + iw) * C, C);
@@ -1872,6 +1930,9 @@ struct Kernels {
           }
         }
       }
+    }
+    if (stream) {
+      V::fence();
     }
   }
 
