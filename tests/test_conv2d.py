@@ -398,10 +398,11 @@ def test_lane_groups_match_torch(width, groups, kernel, stride, padding, dilatio
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
 def test_streamed_outputs_match_torch(channels, width, stride, dtype, layout, cpu_isa, streaming_stores):
     """Depthwise and lane-group forwards (channels_last) and depthwise input
-    gradients (both layouts: NCHW rows of a vector or more are gathered into
-    NHWC) written by streaming stores, pixels whole vectors apart: register
-    blocks and border pixels, several vectors side by side. 40 channels are
-    whole vectors at 8 lanes but not at 16, where the stores stay plain."""
+    gradients (channels_last; NCHW at stride 2, whose rows of a vector or more
+    are gathered into NHWC) written by streaming stores, pixels whole vectors
+    apart: register blocks and border pixels, several vectors side by side.
+    The rest store plainly: 40 channels at 16 lanes (not whole vectors), NCHW
+    forwards and stride-1 gradients (on planes), groups wider than a vector."""
     x = with_layout(torch.randn(2, channels, 9, 29, dtype=dtype), layout).requires_grad_()
     w = torch.randn(channels, width, 3, 3, dtype=dtype, requires_grad=True)
     b = torch.randn(channels, dtype=dtype, requires_grad=True)
