@@ -31,7 +31,7 @@ at::Tensor avg_pool2d_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
   const auto cols = avg_pool_taps(s.w, count_include_pad);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     const auto& kernels = active_isa().get<scalar_t>();
-    const bool stream = streams_pixels(output, layout, kernels.lanes * sizeof(scalar_t));
+    const bool stream = streams_pixels(output, layout, kernels.lanes);
     run_pool<scalar_t>(kernels.avg_pool, true, s, layout, rows, cols,
                        [&](PoolArgs<scalar_t>& a, int64_t image) {
                          a.input = x.const_data_ptr<scalar_t>() + image * in_image;
@@ -67,7 +67,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const PlaneWindows windows(s.h, s.w);  // for NCHW planes
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), op, [&] {
     const auto& kernels = active_isa().get<scalar_t>();
-    const bool stream = streams_pixels(grad_input, layout, kernels.lanes * sizeof(scalar_t));
+    const bool stream = streams_pixels(grad_input, layout, kernels.lanes);
     run_pool<scalar_t>(kernels.avg_pool_backward, false, s, layout, rows,
                        cols, [&](PoolArgs<scalar_t>& a, int64_t image) {
                          a.grad_output = grad.const_data_ptr<scalar_t>() + image * out_image;

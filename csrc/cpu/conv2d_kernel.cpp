@@ -465,9 +465,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
           ? 1
           : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, std::max<int64_t>(1, c.batch));
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
-  const int64_t element = sizeof(T);
-  const bool stream = lane_groups && streaming_stores(output, c.batch * image_out * element, out_c * element,
-                                                      k.lanes * element);
+  const bool stream = lane_groups && streaming_stores(output, c.batch * image_out, out_c, k.lanes, sizeof(T));
   const auto run_item = [&](int64_t item, T* tile) {
     const int64_t block = item % blocks, run = item / blocks % runs;
     const int64_t first_image = item / (blocks * runs) * images_per_item;
@@ -1105,8 +1103,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
   const T* g = gy.const_data_ptr<T>();
   T* out = grad_input.mutable_data_ptr<T>();
-  const int64_t element = sizeof(T);
-  const bool stream = streaming_stores(out, grad_input.numel() * element, channels * element, k.lanes * element);
+  const bool stream = streaming_stores(out, grad_input.numel(), channels, k.lanes, sizeof(T));
   parallel_over(s.batch * runs, kRun * channels * s.h.kernel * s.w.kernel, [&](int64_t item) {
     const int64_t n = item / runs, first = item % runs * kRun;
     DepthwiseArgs<T> a = geometry;

@@ -54,10 +54,10 @@ const IsaKernels& active_isa() {
   TORCH_CHECK(false, "CONVEXT_CPU_ISA=", wanted, ": unknown; use generic, avx2 or avx512");
 }
 
-// The depthwise channels_last forward of 8 x 144 @40 (7.4 MB of output) ran
-// 1.26 -> 0.80 ms with streaming stores, of 8 x 144 @56 (14.5 MB) 2.2 ->
-// 1.2-1.4 ms; at 8 x 144 @28 (3.6 MB) both ran alike.
-bool streaming_stores(const void* output, int64_t bytes, int64_t step_bytes, int64_t vector_bytes) {
+// The threshold: the depthwise channels_last forward of 8 x 144 @40 (7.4 MB of
+// output) took 1.26 ms with plain stores and 0.77-0.83 with streaming ones
+// (three rounds); @28 (3.6 MB) 0.33-0.48 and 0.30-0.43, within the noise.
+bool streaming_stores(const void* output, int64_t elements, int64_t step, int64_t lanes, int64_t element_size) {
   int64_t threshold = int64_t{4} << 20;
   if (const char* text = std::getenv("CONVEXT_CPU_STREAM_BYTES"); text != nullptr && *text != '\0') {
     char* end = nullptr;
@@ -66,8 +66,8 @@ bool streaming_stores(const void* output, int64_t bytes, int64_t step_bytes, int
                 ": expected a number of bytes, 0 or more");
     threshold = value;
   }
-  return bytes >= threshold && reinterpret_cast<std::uintptr_t>(output) % vector_bytes == 0 &&
-         step_bytes % vector_bytes == 0;
+  return elements * element_size >= threshold &&
+         reinterpret_cast<std::uintptr_t>(output) % (lanes * element_size) == 0 && step % lanes == 0;
 }
 
 }  // namespace convext::cpu

@@ -284,13 +284,14 @@ inline const KernelsFor<float>& IsaKernels::get<float>() const { return f32; }
 template <>
 inline const KernelsFor<double>& IsaKernels::get<double>() const { return f64; }
 
-// Whether a memory-bound kernel writing `bytes` of output from `output`, a
-// vector at a time at multiples of `step_bytes` from it, should write them by
-// streaming stores: an output of CONVEXT_CPU_STREAM_BYTES or more (default
-// 4 MiB) does not stay in cache for its reader anyway, and a store that misses
-// the cache first reads the line it overwrites. The vectors must lie on
-// vector_bytes boundaries, which streaming stores require.
-bool streaming_stores(const void* output, int64_t bytes, int64_t step_bytes, int64_t vector_bytes);
+// Whether a memory-bound kernel writing `elements` values of element_size
+// bytes from `output`, a vector of `lanes` values at a time at multiples of
+// `step` values from it, should write them by streaming stores: an output of
+// CONVEXT_CPU_STREAM_BYTES or more (default 4 MiB) does not stay in cache for
+// its reader anyway, and a store that misses the cache first reads the line it
+// overwrites. The vectors must lie on vector boundaries, which streaming
+// stores require.
+bool streaming_stores(const void* output, int64_t elements, int64_t step, int64_t lanes, int64_t element_size);
 
 // The kernels in force for this call (reads CONVEXT_CPU_ISA each time, so
 // tests can switch paths).

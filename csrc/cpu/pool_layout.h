@@ -28,12 +28,12 @@ struct PoolImages {
   at::Tensor dense(const at::Tensor& t) const { return t.contiguous(format); }
 };
 
-// Whether the pooling kernels, with vectors of vector_bytes, write `result` (in
-// `layout`) by streaming stores: see streaming_stores. An NCHW plane's vectors
-// may start anywhere, so only channels_last images of whole channel vectors can.
-inline bool streams_pixels(const at::Tensor& result, const PoolImages& layout, int64_t vector_bytes) {
-  return streaming_stores(result.const_data_ptr(), result.nbytes(), layout.channels * result.element_size(),
-                          vector_bytes);
+// Whether the pooling kernels, with vectors of `lanes` values, write `result`
+// (in `layout`) by streaming stores: see streaming_stores. An NCHW plane's
+// vectors may start anywhere, so only channels_last images of whole channel
+// vectors can.
+inline bool streams_pixels(const at::Tensor& result, const PoolImages& layout, int64_t lanes) {
+  return streaming_stores(result.const_data_ptr(), result.numel(), layout.channels, lanes, result.element_size());
 }
 
 // Per output index of one axis: the first tap inside the input, the taps inside

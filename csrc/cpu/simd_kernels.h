@@ -1904,7 +1904,7 @@ struct Kernels {
         const auto& ct = a.cols[ow];
         const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
         const T* g = a.grad_output + (oh * a.out_w + ow) * C;
-        if (store && !stream && C >= L) {  // a line per window pixel at least (NCHW planes: not worth it)
+        if (store && !stream && C >= L) {  // a line per window pixel at least (fewer channels: not worth it)
           for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
             for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
               prefetch_for_store(a.grad_input + (ih * a.in_w + iw) * C, C);
