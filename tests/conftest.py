@@ -65,6 +65,14 @@ def streaming_stores(monkeypatch):
     monkeypatch.setenv("CONVEXT_CPU_STREAM_BYTES", "0")
 
 
+@pytest.fixture
+def restore_threads():
+    """Gives torch back its thread count after a test that sets another."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -277,6 +277,31 @@ def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
     assert_weight_grad_matches_torch(grad_output, x, w, padding=1, groups=1)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("in_channels,out_channels,kernel,stride", [
+    (24, 40, 1, 1),  # 1x1: a thread's tiles read from channel 16 on, and 8 channels past the 40 (zeros)
+    (5, 40, 3, 2),   # row tiles
+    (40, 24, 3, 1),  # output channels broadcast
+])
+def test_weight_grad_transposes_nchw_grad_output_chunk_by_chunk(in_channels, out_channels, kernel, stride,
+                                                                 threads, restore_threads, cpu_isa):
+    """An NCHW grad_output of few enough weight-gradient tiles is transposed
+    chunk by chunk, each thread's for the output channels its tiles read:
+    chunks of 512 pixels that start inside a row and span two images (3
+    images of 23 x 29 outputs), under thread counts that split the tiles
+    differently."""
+    torch.set_num_threads(threads)
+    x = torch.randn(3, in_channels, 23 * stride, 29 * stride, dtype=torch.float64)
+    w = torch.randn(out_channels, in_channels, kernel, kernel, dtype=torch.float64)
+    grad_output = torch.randn(3, out_channels, 23, 29, dtype=torch.float64)
+    args = [stride] * 2, [kernel // 2] * 2, [1, 1]
+    assert_close(
+        torch.ops.convext.conv2d_backward_weight(grad_output, x, w, *args, 1),
+        torch.ops.aten.convolution_backward(grad_output, x, w, None, *args, False, [0, 0], 1,
+                                            [False, True, False])[1],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2

@@ -44,13 +44,6 @@ def assert_bitwise_equal(results, expected):
             assert torch.equal(a, b)
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_twice_the_same_call_gives_bitwise_the_same_results():
     assert_bitwise_equal(all_results(), all_results())
 

@@ -39,7 +39,7 @@ template <typename T>
 struct WeightGradArgs {
   const T* input;         // padded NHWC input at the tap of pixel (image 0, row 0, col 0), channel ic0
   int64_t input_image, input_row, input_pixel, stride_h, stride_w;
-  const T* grad_output;   // NHWC grad_output at pixel 0, channel oc0
+  const T* grad_output;   // NHWC grad_output at pixel grad_origin, channel oc0
   int64_t grad_pixel;     // elements between grad_output pixels
   int64_t out_h, out_w;   // output rows per image, pixels per row
   int64_t pixel_begin, pixel_end;  // flat (image, row, col) output pixels to sum over
@@ -52,6 +52,9 @@ struct WeightGradArgs {
   // Lane groups (DepthwiseArgs::group_width > 1): sums is [tap][part][lane]
   // (see lane_group_weight_grad_taps).
   int64_t group_width = 1;
+  // The flat output pixel at grad_output, the first of a row: a chunk of
+  // grad_output transposed in cache starts there, a whole tensor at 0.
+  int64_t grad_origin = 0;
 };
 
 // Convolutions with few channels per group, on zero-padded NCHW planes: the

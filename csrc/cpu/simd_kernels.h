@@ -883,6 +883,11 @@ struct Kernels {
     }
   }
 
+  // grad_output at the first pixel of output row `row` of `image`.
+  static const T* grad_row(const WeightGradArgs<T>& a, int64_t image, int64_t row) {
+    return a.grad_output + ((image * a.out_h + row) * a.out_w - a.grad_origin) * a.grad_pixel;
+  }
+
   // Calls f(image, row, first column, end column) for each row's share of the
   // range of output pixels.
   template <typename F>
@@ -901,7 +906,7 @@ struct Kernels {
   static void for_each_pixel(const WeightGradArgs<T>& a, F f) {
     const int64_t pixel_step = a.stride_w * a.input_pixel;
     for_each_row_segment(a, [&](int64_t image, int64_t row, int64_t begin, int64_t end) {
-      const T* g = a.grad_output + ((image * a.out_h + row) * a.out_w + begin) * a.grad_pixel;
+      const T* g = grad_row(a, image, row) + begin * a.grad_pixel;
       const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + begin * pixel_step;
       for (int64_t k = begin; k < end; ++k, g += a.grad_pixel, x += pixel_step) {
         f(g, x);
@@ -928,7 +933,7 @@ struct Kernels {
     const Span rows = inside(a.out_h, a.stride_h, a.pad_h, 0, a.in_h - (KH - 1) * a.dilation_h);
     const Span cols = inside(a.out_w, a.stride_w, a.pad_w, 0, a.in_w - (KW - 1) * a.dilation_w);
     for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
-      const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+      const T* g = grad_row(a, image, oh);
       const T* x = a.input + image * a.input_image;
       const int64_t ih0 = oh * a.stride_h - a.pad_h;
       const auto checked = [&](int64_t ow) {
@@ -980,7 +985,7 @@ struct Kernels {
     const Span rows = inside(a.out_h, a.stride_h, a.pad_h, kh * a.dilation_h, a.in_h);
     const Span cols = inside(a.out_w, a.stride_w, a.pad_w, kw0 * a.dilation_w, a.in_w - (KW - 1) * a.dilation_w);
     for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
-      const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+      const T* g = grad_row(a, image, oh);
       const bool row_inside = oh >= rows.lo && oh < rows.hi;
       const int64_t ih = row_inside ? oh * a.stride_h - a.pad_h + kh * a.dilation_h : 0;
       const T* x = a.input + image * a.input_image + ih * a.input_row;
@@ -1056,7 +1061,7 @@ struct Kernels {
         T* sums = a.sums + (kh * a.kernel_w + kw) * L;
         vec acc = V::load(sums);
         for_each_row_segment(a, [&](int64_t image, int64_t oh, int64_t begin, int64_t end) {
-          const T* g = a.grad_output + (image * a.out_h + oh) * a.out_w * a.grad_pixel;
+          const T* g = grad_row(a, image, oh);
           const auto [lo, hi] = inside_part(rows, cols, oh, begin, end);
           for (int64_t ow = begin; ow < lo; ++ow) {
             acc += V::load(g + ow * a.grad_pixel) * vec{};
