@@ -97,14 +97,17 @@ def test_string_padding_matches_torch(padding, kernel, dilation):
         assert out.shape[2:] == x.shape[2:]
 
 
+@pytest.mark.parametrize("height,width", [(9, 8), (13, 12)])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_many_channels_match_torch(dtype, layout, cpu_isa, small_weight_chunks):
+def test_many_channels_match_torch(dtype, layout, height, width, cpu_isa, small_weight_chunks):
     """Enough input channels to be summed in several cached chunks, and a
     partial block of output channels; weights packed for the forward and the
     input gradient from every layout (by register transposes from NCHW and
-    channels_last, element by element from other strides)."""
-    x = with_layout(torch.randn(2, 100, 9, 8, dtype=dtype), layout).requires_grad_()
+    channels_last, element by element from other strides), by the one work
+    item that reads a block (9x8 images: both in one item) or up front (13x12:
+    two runs of pixels per image read each block)."""
+    x = with_layout(torch.randn(2, 100, height, width, dtype=dtype), layout).requires_grad_()
     w = with_layout(torch.randn(70, 100, 3, 3, dtype=dtype), layout).requires_grad_()
     b = torch.randn(70, dtype=dtype, requires_grad=True)
     assert_same_results(
@@ -182,10 +185,10 @@ def test_tap_planes_conv_transpose2d_match_torch(groups, output_padding, layout,
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, small_weight_chunks):
-    """Images smaller than a run of output pixels (5x6) go several to a work
+    """Images smaller than a run of output pixels (6x10) go several to a work
     item, each chunk of weights applied to all of them in turn: 23 images (19
     to an item, then 4), input channels in several chunks, bias."""
-    x = with_layout(torch.randn(23, 140, 5, 6, dtype=torch.float64), layout).requires_grad_()
+    x = with_layout(torch.randn(23, 140, 6, 10, dtype=torch.float64), layout).requires_grad_()
     w = torch.randn(40, 140 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(40, dtype=torch.float64, requires_grad=True)
     assert_same_results(
