@@ -347,9 +347,12 @@ class WeightPacker {
         // run, and so are a transposed channel's lanes and taps.
         nchw_(w_.stride_c == taps_ && w_.stride_h == kernel_w_ && w_.stride_w == 1) {}
 
-  // Elements of one block's chunk (the last chunk's are fewer).
-  int64_t chunk_size() const { return taps_ * blocking_.chunk * blocking_.width; }
+  // Blocks ([group][block of lanes]), chunks per block, and the elements of
+  // a block and of its chunks (the last chunk's are fewer).
+  int64_t blocks() const { return c_.groups * blocking_.per_group; }
+  int64_t chunks() const { return blocking_.chunks; }
   int64_t block_size() const { return taps_ * c_.in_per_group * blocking_.width; }
+  int64_t chunk_size() const { return taps_ * blocking_.chunk * blocking_.width; }
   // Scratch a pack() call needs.
   int64_t scratch_size() const { return nchw_ ? kSubChannels * taps_ * blocking_.width : 0; }
 
@@ -427,8 +430,8 @@ class WeightPacker {
   static constexpr int64_t kSubChannels = 16;  // channels per scratch tile of NCHW weights
   const KernelsFor<T>& k_;
   const Nchw<const T> w_;
-  const ConvNhwc& c_;
-  const Blocking& blocking_;
+  const ConvNhwc c_;
+  const Blocking blocking_;
   const bool transposed_;
   const int64_t kernel_h_, kernel_w_, taps_, lane_step_, ic_step_, kh_step_, kw_step_;
   const bool nchw_;
@@ -436,17 +439,16 @@ class WeightPacker {
 
 // Every block's chunks packed (WeightPacker), one task per block.
 template <typename T>
-at::Tensor pack_weight(const WeightPacker<T>& packer, const ConvNhwc& c, const Blocking& blocking,
-                       const at::TensorOptions& options) {
+at::Tensor pack_weight(const WeightPacker<T>& packer, const at::TensorOptions& options) {
   const int64_t slab = packer.block_size();
-  at::Tensor packed = at::empty({c.groups * blocking.per_group * slab}, options);
+  at::Tensor packed = at::empty({packer.blocks() * slab}, options);
   if (slab == 0) {
     return packed;
   }
   T* const packed_data = packed.mutable_data_ptr<T>();
-  parallel_over(c.groups * blocking.per_group, slab, [&](int64_t block) {
+  parallel_over(packer.blocks(), slab, [&](int64_t block) {
     std::vector<T> scratch(packer.scratch_size());
-    for (int64_t chunk = 0; chunk < blocking.chunks; ++chunk) {
+    for (int64_t chunk = 0; chunk < packer.chunks(); ++chunk) {
       packer.pack(block, chunk, packed_data + block * slab + chunk * packer.chunk_size(), scratch.data());
     }
   });
@@ -495,7 +497,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const WeightPacker<T> packer(k, weight, c, blocking, transposed);
   const at::Tensor packed = lane_groups      ? pack_lane_group_weight<T>(k, weight, c, lane_channels, transposed)
                             : pack_in_items ? at::Tensor()
-                                            : pack_weight<T>(packer, c, blocking, weight.options());
+                                            : pack_weight<T>(packer, weight.options());
   const at::Tensor packed_bias =
       lane_groups ? bias_per_group(bias, 1, lane_channels, weight.options())
                   : bias_per_group(bias, c.groups, blocking.per_group * block_width, weight.options());
