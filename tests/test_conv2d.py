@@ -283,16 +283,17 @@ def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("in_channels,out_channels,kernel,stride", [
     (24, 40, 1, 1),  # 1x1: a thread's tiles read from channel 16 on, and 8 channels past the 40 (zeros)
+    (40, 24, 1, 1),  # 1x1, input channels in the lanes: likewise on the input side
     (5, 40, 3, 2),   # row tiles
     (40, 24, 3, 1),  # output channels broadcast
 ])
-def test_weight_grad_transposes_nchw_grad_output_chunk_by_chunk(in_channels, out_channels, kernel, stride,
-                                                                 threads, restore_threads, cpu_isa):
-    """An NCHW grad_output of few enough weight-gradient tiles is transposed
-    chunk by chunk, each thread's for the output channels its tiles read:
-    chunks of 512 pixels that start inside a row and span two images (3
-    images of 23 x 29 outputs), under thread counts that split the tiles
-    differently."""
+def test_weight_grad_transposes_nchw_chunk_by_chunk(in_channels, out_channels, kernel, stride, threads,
+                                                    restore_threads, cpu_isa):
+    """An NCHW grad_output of few enough weight-gradient tiles (and the input
+    of a 1x1 layer, whose pixels are the output's) is transposed chunk by
+    chunk, each thread's for the channels its tiles read: chunks of 512
+    pixels that start inside a row and span two images (3 images of 23 x 29
+    outputs), under thread counts that split the tiles differently."""
     torch.set_num_threads(threads)
     x = torch.randn(3, in_channels, 23 * stride, 29 * stride, dtype=torch.float64)
     w = torch.randn(out_channels, in_channels, kernel, kernel, dtype=torch.float64)

@@ -1252,6 +1252,35 @@ void depthwise_tiles_weight_grad(const KernelsFor<T>& k, const Conv2dShape& s, c
   });
 }
 
+// A thread's NHWC copy of channels [begin, end) of NCHW planes (zeros past
+// the tensor's channels), one chunk of pixels at a time, held from the first
+// pixel of the chunk's first row (its origin) so that every row it holds
+// starts inside the buffer.
+template <typename T>
+class PlaneChunk {
+ public:
+  PlaneChunk(int64_t begin, int64_t end, int64_t max_pixels)
+      : begin_(begin), width_(std::max<int64_t>(0, end - begin)), buffer_(max_pixels * width_) {}
+
+  // Pixels [p0, p1) of `channels` planes of `plane` pixels, from origin.
+  void load(const KernelsFor<T>& k, const T* planes, int64_t channels, int64_t plane, int64_t p0, int64_t p1,
+            int64_t origin) {
+    for (int64_t p = p0; p < p1;) {  // image by image
+      const int64_t n = p / plane, q = p % plane, run = std::min(p1 - p, plane - q);
+      k.transpose(planes + (n * channels + begin_) * plane + q, plane, buffer_.data() + (p - origin) * width_,
+                  width_, std::min(begin_ + width_, channels) - begin_, run);
+      p += run;
+    }
+  }
+
+  const T* channel(int64_t c) const { return buffer_.data() + (c - begin_); }
+  int64_t width() const { return width_; }  // elements between pixels
+
+ private:
+  int64_t begin_, width_;
+  std::vector<T> buffer_;
+};
+
 // The weight gradient in tiles of (tap, output channels, input channels) of
 // one group (lane groups: of one vector of channels), each owned by one thread
 // and summed over the output pixels chunk by chunk in a fixed order:
@@ -1308,9 +1337,6 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t grad_slack = lane_groups ? input_slack : slack(group_out, tile_oc);
   // Dense tiles read a padded input; lane-group ones skip the padding.
   const int64_t buffer_h = lane_groups ? s.h.in_size : c.in_h, buffer_w = lane_groups ? s.w.in_size : c.in_w;
-  const at::Tensor padded = padded_buffer<T>(k, input, true, buffer_h, buffer_w, lane_groups ? 0 : s.h.pad,
-                                             lane_groups ? 0 : s.w.pad, 1, 1, input_slack);
-  const T* x = padded.const_data_ptr<T>();
   const int64_t oc_tiles = ceil_div(group_out, tile_oc), ic_tiles = ceil_div(group_in, tile_ic);
   // Broadcast-side tiles fastest: a thread's consecutive tiles share their
   // vector side's slice of the chunk (the wider one, in L1) and stream the
@@ -1336,15 +1362,26 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const int64_t tiles_per_block = std::max<int64_t>(1, (int64_t{256} << 10) / (tile_size * sizeof(T)));
   // An NCHW grad_output whose tiles fit in one block per thread: each thread
   // transposes a chunk's pixels of the channels its tiles read into NHWC in
-  // cache, instead of the whole tensor through memory first. In one process,
-  // alternating the two: the stem 14.2-14.6 -> 12.2-12.8 ms, 1x1 256 -> 64
-  // 7.8-8.6 -> 7.0-7.5, LeNet conv2 0.94-0.97 -> 0.88-0.91, 64 @56
+  // cache (PlaneChunk), instead of the whole tensor through memory first. In
+  // one process, alternating the two: the stem 14.2-14.6 -> 12.2-12.8 ms, 1x1
+  // 256 -> 64 7.8-8.6 -> 7.0-7.5, LeNet conv2 0.94-0.97 -> 0.88-0.91, 64 @56
   // 10.7-10.8 -> 10.2-10.4. Several blocks would transpose a chunk per block.
   const bool grad_chunks = !lane_groups && grad_output.is_contiguous() && tiles <= tiles_per_block;
   const at::Tensor grad = grad_chunks ? grad_output
                                       : padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0,
                                                          1, 1, grad_slack);
   const T* gy = grad.const_data_ptr<T>();
+  // Likewise an NCHW input whose pixels are the output's (1x1, stride 1, no
+  // padding: ResNet's 1x1 layers). In one process, alternating the two: 1x1
+  // 256 -> 64 @56 6.62-6.68 -> 5.06 ms, 64 -> 256 5.75 -> 5.12, 512 -> 128
+  // @28 5.12 -> 4.53.
+  const bool input_chunks = grad_chunks && input.is_contiguous() && s.h.kernel == 1 && s.w.kernel == 1 &&
+                            s.h.stride == 1 && s.w.stride == 1 && s.h.pad == 0 && s.w.pad == 0;
+  const at::Tensor padded =
+      input_chunks ? input
+                   : padded_buffer<T>(k, input, true, buffer_h, buffer_w, lane_groups ? 0 : s.h.pad,
+                                      lane_groups ? 0 : s.w.pad, 1, 1, input_slack);
+  const T* x = padded.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;
   const auto tile_of = [&](int64_t t) {
     const int64_t tap = t / (ic_tiles * oc_tiles) % taps;
@@ -1357,44 +1394,51 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
            (by_output ? broadcast_tile : vector_tile) * tile_ic};
     return tile;
   };
+  const auto in_first_of = [&](int64_t t) {
+    const auto tile = tile_of(t);
+    return tile.g * group_in + tile.first_ic;
+  };
   const auto out_first_of = [&](int64_t t) {
     const auto tile = tile_of(t);
-    return lane_groups ? tile.g * group_in + tile.first_ic : tile.g * group_out + tile.first_oc;
+    return lane_groups ? in_first_of(t) : tile.g * group_out + tile.first_oc;
   };
   at::parallel_for(0, tiles, 1, [&](int64_t thread_begin, int64_t thread_end) {
-    // grad_chunks: the thread's chunk of grad_output, channels [oc_begin,
-    // oc_end) that its tiles read (zeros past out_c), from the first pixel of
-    // the chunk's first row.
-    int64_t oc_begin = out_c, oc_end = 0;
-    for (int64_t t = thread_begin; grad_chunks && t < thread_end; ++t) {
-      oc_begin = std::min(oc_begin, out_first_of(t));
-      oc_end = std::max(oc_end, out_first_of(t) + tile_oc);
-    }
-    const int64_t chunk_channels = std::max<int64_t>(0, oc_end - oc_begin);
-    std::vector<T> grad_chunk(grad_chunks ? (chunk_pixels + s.w.out_size) * chunk_channels : 0);
+    // The channels that the thread's tiles read on each side, chunked.
+    const auto chunk_of = [&](bool chunked, const auto& first_of, int64_t tile_channels) {
+      int64_t first = 0, last = 0;
+      for (int64_t t = thread_begin; chunked && t < thread_end; ++t) {
+        first = t == thread_begin ? first_of(t) : std::min(first, first_of(t));
+        last = std::max(last, first_of(t) + tile_channels);
+      }
+      return PlaneChunk<T>(first, last, chunked ? chunk_pixels + s.w.out_size : 0);
+    };
+    PlaneChunk<T> grad_chunk = chunk_of(grad_chunks, out_first_of, tile_oc);
+    PlaneChunk<T> input_chunk = chunk_of(input_chunks, in_first_of, tile_ic);
     for (int64_t begin = thread_begin; begin < thread_end; begin += tiles_per_block) {
       const int64_t end = std::min(thread_end, begin + tiles_per_block);
       FoldedSums<T> sums((end - begin) * tile_size);
       for (int64_t p0 = 0; p0 < pixels; p0 += chunk_pixels) {
         const int64_t p1 = std::min(pixels, p0 + chunk_pixels), origin = p0 - p0 % s.w.out_size;
-        for (int64_t p = p0; grad_chunks && p < p1;) {  // image by image
-          const int64_t n = p / out_plane, q = p % out_plane, run = std::min(p1 - p, out_plane - q);
-          k.transpose(gy + (n * out_c + oc_begin) * out_plane + q, out_plane,
-                      grad_chunk.data() + (p - origin) * chunk_channels, chunk_channels,
-                      std::min(oc_end, out_c) - oc_begin, run);
-          p += run;
+        if (grad_chunks) {
+          grad_chunk.load(k, gy, out_c, out_plane, p0, p1, origin);
+        }
+        if (input_chunks) {
+          input_chunk.load(k, x, in_c, out_plane, p0, p1, origin);
         }
         for (int64_t t = begin; t < end; ++t) {
           const auto tile = tile_of(t);
-          const int64_t in_first = tile.g * group_in + tile.first_ic, out_first = out_first_of(t);
+          const int64_t in_first = in_first_of(t), out_first = out_first_of(t);
+          const int64_t input_pixel = input_chunks ? input_chunk.width() : in_c;
           WeightGradArgs<T> a{
-              x + (tile.kh * s.h.dilation * buffer_w + tile.kw * s.w.dilation) * in_c + in_first,
-              buffer_h * buffer_w * in_c, buffer_w * in_c, in_c, s.h.stride, s.w.stride,
-              grad_chunks ? grad_chunk.data() + (out_first - oc_begin) : gy + out_first,
-              grad_chunks ? chunk_channels : out_c, s.h.out_size, s.w.out_size,
+              input_chunks ? input_chunk.channel(in_first)
+                           : x + (tile.kh * s.h.dilation * buffer_w + tile.kw * s.w.dilation) * in_c + in_first,
+              buffer_h * buffer_w * input_pixel, buffer_w * input_pixel, input_pixel, s.h.stride, s.w.stride,
+              grad_chunks ? grad_chunk.channel(out_first) : gy + out_first,
+              grad_chunks ? grad_chunk.width() : out_c, s.h.out_size, s.w.out_size,
               p0, p1, sums.partial() + (t - begin) * tile_size,
               s.h.kernel, s.w.kernel, s.h.dilation, s.w.dilation,
-              s.h.in_size, s.w.in_size, s.h.pad, s.w.pad, width, grad_chunks ? origin : 0};
+              s.h.in_size, s.w.in_size, s.h.pad, s.w.pad, width, grad_chunks ? origin : 0,
+              input_chunks ? origin : 0};
           kernel(a);
         }
         sums.added(chunk_pixels);

@@ -55,6 +55,9 @@ struct WeightGradArgs {
   // The flat output pixel at grad_output, the first of a row: a chunk of
   // grad_output transposed in cache starts there, a whole tensor at 0.
   int64_t grad_origin = 0;
+  // Likewise for input, whose pixels are the output's (1x1, stride 1, no
+  // padding) when it comes in chunks too; dense tiles only.
+  int64_t input_origin = 0;
 };
 
 // Convolutions with few channels per group, on zero-padded NCHW planes: the

@@ -907,7 +907,8 @@ struct Kernels {
     const int64_t pixel_step = a.stride_w * a.input_pixel;
     for_each_row_segment(a, [&](int64_t image, int64_t row, int64_t begin, int64_t end) {
       const T* g = grad_row(a, image, row) + begin * a.grad_pixel;
-      const T* x = a.input + image * a.input_image + row * a.stride_h * a.input_row + begin * pixel_step;
+      const T* x = a.input + (image * a.input_image + row * a.stride_h * a.input_row -
+                              a.input_origin * a.input_pixel) + begin * pixel_step;
       for (int64_t k = begin; k < end; ++k, g += a.grad_pixel, x += pixel_step) {
         f(g, x);
       }
