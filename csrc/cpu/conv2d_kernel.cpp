@@ -1377,11 +1377,12 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // @28 5.12 -> 4.53.
   const bool input_chunks = grad_chunks && input.is_contiguous() && s.h.kernel == 1 && s.w.kernel == 1 &&
                             s.h.stride == 1 && s.w.stride == 1 && s.h.pad == 0 && s.w.pad == 0;
-  const at::Tensor padded =
+  // The NHWC buffer the tiles read, or, in chunks, the NCHW input itself.
+  const at::Tensor input_buffer =
       input_chunks ? input
                    : padded_buffer<T>(k, input, true, buffer_h, buffer_w, lane_groups ? 0 : s.h.pad,
                                       lane_groups ? 0 : s.w.pad, 1, 1, input_slack);
-  const T* x = padded.const_data_ptr<T>();
+  const T* x = input_buffer.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;
   const auto tile_of = [&](int64_t t) {
     const int64_t tap = t / (ic_tiles * oc_tiles) % taps;
