@@ -306,6 +306,22 @@ def test_weight_grad_transposes_nchw_chunk_by_chunk(in_channels, out_channels, k
     )
 
 
+@pytest.mark.parametrize("height,width", [(1, 2), (2, 1), (2, 2)])
+def test_weight_grad_of_a_1x1_window_that_fits_once_matches_torch(height, width, cpu_isa):
+    """A 1x1 layer of stride 2 with one output pixel (its strides taken as 1)
+    reads fewer input pixels than there are: its NCHW input is not the
+    output's pixels, so it is not transposed in the output's chunks."""
+    x = torch.randn(2, 2, height, width, dtype=torch.float64)
+    w = torch.randn(9, 2, 1, 1, dtype=torch.float64)
+    grad_output = torch.randn(2, 9, 1, 1, dtype=torch.float64)
+    args = [2, 2], [0, 0], [1, 1]
+    assert_close(
+        torch.ops.convext.conv2d_backward_weight(grad_output, x, w, *args, 1),
+        torch.ops.aten.convolution_backward(grad_output, x, w, None, *args, False, [0, 0], 1,
+                                            [False, True, False])[1],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
     (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2

@@ -1372,11 +1372,13 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                                                          1, 1, grad_slack);
   const T* gy = grad.const_data_ptr<T>();
   // Likewise an NCHW input whose pixels are the output's (1x1, stride 1, no
-  // padding: ResNet's 1x1 layers). In one process, alternating the two: 1x1
-  // 256 -> 64 @56 6.62-6.68 -> 5.06 ms, 64 -> 256 5.75 -> 5.12, 512 -> 128
-  // @28 5.12 -> 4.53.
+  // padding, and as many pixels: a window that fits once has stride 1 whatever
+  // the input's size, see stepping_stride): ResNet's 1x1 layers. In one
+  // process, alternating the two: 1x1 256 -> 64 @56 6.62-6.68 -> 5.06 ms,
+  // 64 -> 256 5.75 -> 5.12, 512 -> 128 @28 5.12 -> 4.53.
   const bool input_chunks = grad_chunks && input.is_contiguous() && s.h.kernel == 1 && s.w.kernel == 1 &&
-                            s.h.stride == 1 && s.w.stride == 1 && s.h.pad == 0 && s.w.pad == 0;
+                            s.h.stride == 1 && s.w.stride == 1 && s.h.pad == 0 && s.w.pad == 0 &&
+                            s.h.in_size == s.h.out_size && s.w.in_size == s.w.out_size;
   // The NHWC buffer the tiles read, or, in chunks, the NCHW input itself.
   const at::Tensor input_buffer =
       input_chunks ? input
