@@ -2,9 +2,9 @@
 // place when they already are one), so the SIMD micro-kernels (isa.h) need no
 // bounds checks, and weights are packed once per call into the order the
 // micro-kernel reads (up front, or by the one work item that reads them).
-// Dense convolutions run on NHWC, blocking output channels
-// within a group; depthwise ones, and groups of up to 8 channels on both sides
-// (lane groups), put neighbouring channels in the vector lanes; other groups
+// Dense convolutions run on NHWC, blocking output channels within a group;
+// depthwise ones, and groups of up to 8 channels on both sides (lane
+// groups), put neighbouring channels in the vector lanes; other groups
 // with few channels run on NCHW planes, lanes along the output rows. Results
 // are then given torch's layout. Every result element is one fixed-order sum:
 // deterministic for any thread count.
@@ -14,7 +14,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -237,16 +236,7 @@ bool use_lane_groups(const ConvNhwc& c, int lanes) { return c.lane_group_width(l
 // L2. Every chunk after the first adds to the outputs, so fewer chunks pass the
 // outputs through cache fewer times: the 3x3 layers ran 4-20% faster than with
 // 64 KiB chunks, which were too big for L1 (48 KB) anyway.
-int64_t chunk_bytes() {
-  const char* text = std::getenv("CONVEXT_CPU_CHUNK_BYTES");
-  if (text == nullptr || *text == '\0') {
-    return int64_t{512} << 10;
-  }
-  char* end = nullptr;
-  const long long bytes = std::strtoll(text, &end, 10);
-  TORCH_CHECK(*end == '\0' && bytes > 0, "CONVEXT_CPU_CHUNK_BYTES=", text, ": expected a positive number of bytes");
-  return bytes;
-}
+int64_t chunk_bytes() { return env_bytes("CONVEXT_CPU_CHUNK_BYTES", int64_t{512} << 10, false); }
 
 // Output channels per call of the dense kernel (vectors per block, block
 // width, blocks per group), and input channels per call: chunks whose packed

@@ -54,18 +54,23 @@ const IsaKernels& active_isa() {
   TORCH_CHECK(false, "CONVEXT_CPU_ISA=", wanted, ": unknown; use generic, avx2 or avx512");
 }
 
+int64_t env_bytes(const char* name, int64_t fallback, bool zero_allowed) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') {
+    return fallback;
+  }
+  char* end = nullptr;
+  const long long bytes = std::strtoll(text, &end, 10);
+  TORCH_CHECK(*end == '\0' && (zero_allowed ? bytes >= 0 : bytes > 0), name, "=", text,
+              zero_allowed ? ": expected a number of bytes, 0 or more" : ": expected a positive number of bytes");
+  return bytes;
+}
+
 // The threshold: the depthwise channels_last forward of 8 x 144 @40 (7.4 MB of
 // output) took 1.26 ms with plain stores and 0.77-0.83 with streaming ones
 // (three rounds); @28 (3.6 MB) 0.33-0.48 and 0.30-0.43, within the noise.
 bool streaming_stores(const void* output, int64_t elements, int64_t step, int64_t lanes, int64_t element_size) {
-  int64_t threshold = int64_t{4} << 20;
-  if (const char* text = std::getenv("CONVEXT_CPU_STREAM_BYTES"); text != nullptr && *text != '\0') {
-    char* end = nullptr;
-    const long long value = std::strtoll(text, &end, 10);
-    TORCH_CHECK(*end == '\0' && value >= 0, "CONVEXT_CPU_STREAM_BYTES=", text,
-                ": expected a number of bytes, 0 or more");
-    threshold = value;
-  }
+  const int64_t threshold = env_bytes("CONVEXT_CPU_STREAM_BYTES", int64_t{4} << 20, true);
   return elements * element_size >= threshold &&
          reinterpret_cast<std::uintptr_t>(output) % (lanes * element_size) == 0 && step % lanes == 0;
 }

@@ -290,6 +290,11 @@ inline const KernelsFor<float>& IsaKernels::get<float>() const { return f32; }
 template <>
 inline const KernelsFor<double>& IsaKernels::get<double>() const { return f64; }
 
+// The number of bytes environment variable `name` gives (more than 0, or 0
+// too where zero_allowed), or `fallback` where it is unset or empty; anything
+// else fails the call, naming the variable. Read per call, so tests can set it.
+int64_t env_bytes(const char* name, int64_t fallback, bool zero_allowed);
+
 // Whether a memory-bound kernel writing `elements` values of element_size
 // bytes from `output`, a vector of `lanes` values at a time at multiples of
 // `step` values from it, should write them by streaming stores: an output of
