@@ -1,6 +1,8 @@
 """Training with convext layers: autocast, channels_last end to end,
 torch.compile, and DistributedDataParallel (gloo, 2 processes)."""
 
+import os
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -134,11 +136,14 @@ def _ddp_worker(rank, world_size, init_file, result_file):
         grads = _train(model, batches)
         if rank == 0:
             torch.save({"grads": grads, "state": model.module.state_dict()}, result_file)
-        # Both ranks done before either tears gloo down: a worker thread of one
-        # still talking to the other aborted the process now and then.
-        torch.distributed.barrier()
+        torch.distributed.barrier()  # both ranks done before either tears gloo down
     finally:
         torch.distributed.destroy_process_group()
+    # torch 2.13's gloo aborts about one process in fifty at exit, after the work
+    # ("terminate called without an active exception"), with torch's own layers
+    # too (3 of 150 runs with convext, 1 of 150 without); a clean exit here skips
+    # that teardown. An error above still fails the spawn.
+    os._exit(0)
 
 
 def test_ddp_with_gloo_matches_single_process_training(tmp_path, monkeypatch):
