@@ -132,12 +132,14 @@ struct Kernels {
   template <int N>
   static void store_first(T* p, const vec* v, int64_t count) {
     if (count >= N * L) {
+#pragma GCC unroll 4
       for (int i = 0; i < N; ++i) {
         V::store(p + i * L, v[i]);
       }
       return;
     }
     T lanes[N * L];
+#pragma GCC unroll 4
     for (int i = 0; i < N; ++i) {
       V::store(lanes + i * L, v[i]);
     }
@@ -205,6 +207,11 @@ struct Kernels {
         }
       }
     }
+    // Unrolled, like every loop over acc: one indexed by a variable puts acc
+    // in memory, stored and reloaded around the FMA loop (a rolled loop here
+    // cost the 1x1 256 -> 64 input gradient 5.9 against 4.8 ms, the stem's
+    // forward 10.7 against 9.5).
+#pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
       store_first<NB>(a.output + (first_pixel + r - a.pixel_begin) * a.output_pixel, acc[r], a.channels);
     }
