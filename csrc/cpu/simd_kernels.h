@@ -599,6 +599,7 @@ struct Kernels {
   // The end of that block: each sum's parts gathered and stored.
   template <int K, int RW, int CV, bool Partial>
   static void store_sums(const DepthwiseArgs<T>& a, int64_t first_pixel, int64_t c, const vec (&acc)[RW][CV][K]) {
+#pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
 #pragma GCC unroll 8
       for (int v = 0; v < CV; ++v) {
@@ -947,6 +948,7 @@ struct Kernels {
       const auto checked = [&](int64_t ow) {
         const vec gv = V::load(g + ow * a.grad_pixel);
         const int64_t iw0 = ow * a.stride_w - a.pad_w;
+#pragma GCC unroll 25
         for (int t = 0; t < taps; ++t) {
           const int64_t ih = ih0 + t / KW * a.dilation_h, iw = iw0 + t % KW * a.dilation_w;
           const bool in_input = ih >= 0 && ih < a.in_h && iw >= 0 && iw < a.in_w;
