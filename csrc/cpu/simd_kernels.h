@@ -406,6 +406,7 @@ struct Kernels {
       }
     }
     T total = 0;
+#pragma GCC unroll 24
     for (int c = 0; c < kChains; ++c) {
       for (int l = 0; l < L; ++l) {
         total += acc[c][l];
@@ -1191,6 +1192,7 @@ struct Kernels {
         }
       }
     }
+#pragma GCC unroll 8
     for (int j = 0; j < OC; ++j) {
       a.sums[j] += lane_sum(acc[j]);
     }
@@ -1303,6 +1305,7 @@ struct Kernels {
         }
       }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < N; ++t) {
       a.sums[kh * a.kernel_w + kw0 + t] += lane_sum(acc[t]);
     }
