@@ -203,15 +203,34 @@ def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, smal
 @pytest.mark.parametrize("groups,out_channels,padding", [(1, 19, 0), (1, 19, 1), (5, 40, 2), (35, 35, 1)])
 def test_layout_changes_keep_every_element(groups, out_channels, padding, layout, dtype, cpu_isa):
     """Tensors moved between NCHW and NHWC (whole register tiles transposed,
-    ragged edges element by element): 35 channels and 37 columns, no multiple
-    of any vector width; whole planes (no padding) and padded rows; dense
-    groups, narrow ones (NCHW planes, read from channels_last too) and
-    depthwise."""
+    ragged columns as partial tiles, ragged rows element by element): 35
+    channels and 37 columns, no multiple of any vector width; whole planes
+    (no padding) and padded rows; dense groups, narrow ones (NCHW planes,
+    read from channels_last too) and depthwise."""
     x = with_layout(torch.randn(2, 35, 6, 37, dtype=dtype), layout).requires_grad_()
     w = torch.randn(out_channels, 35 // groups, 3, 3, dtype=dtype, requires_grad=True)
     assert_same_results(
         lambda x, w: convext.conv2d(x, w, None, 1, padding, 1, groups),
         lambda x, w: F.conv2d(x, w, None, 1, padding, 1, groups),
+        [x, w],
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("width", [7, 14, 37])
+def test_padded_rows_of_whole_channel_tiles_keep_every_element(width, kernel, dtype, cpu_isa):
+    """NCHW tensors into padded NHWC buffers, rows of 7, 14 and 37 pixels
+    and 32 channels, whole tiles at every vector width: the columns past the
+    last whole tile go as partial tiles, whose last channel is read only up
+    to the tensor's end. The NCHW weight gradient of 9 and 25 taps (fewer
+    and more than a vector holds), summed tap by tap, is transposed into
+    place at the end."""
+    x = torch.randn(2, 32, 5, width, dtype=dtype, requires_grad=True)
+    w = torch.randn(24, 32, kernel, kernel, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, 1, kernel // 2),
+        lambda x, w: F.conv2d(x, w, None, 1, kernel // 2),
         [x, w],
     )
 

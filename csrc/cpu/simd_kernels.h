@@ -1358,8 +1358,11 @@ struct Kernels {
     }
   }
 
-  // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: whole
-  // L x L tiles transposed in registers, the ragged edges element by element;
+  // dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: L x L
+  // tiles transposed in registers, the columns past the last whole tile too
+  // (a padded NHWC buffer's rows of 7, 14 or 28 pixels: element by element,
+  // they cost 3x3 256 @14 NCHW 2-7% of its forward and of either gradient,
+  // in one process), the rows past the last whole tile element by element;
   // fewer than L rows into packed columns (an NCHW image of few channels into
   // NHWC) go through transpose_into_packed_columns.
   static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
@@ -1368,28 +1371,43 @@ struct Kernels {
       return transpose_into_packed_columns(src, src_row, dst, rows, cols);
     }
     const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
+    // A ragged tile's rows are read as whole vectors up to here, the offset
+    // past the last element: inside src's storage, whose elements between
+    // the ones transposed are read but not stored.
+    const int64_t src_end = (rows - 1) * src_row + cols;
     for (int64_t i0 = 0; i0 < full_rows; i0 += L) {
       for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
-        vec tile[L];
-#pragma GCC unroll 16
-        for (int i = 0; i < L; ++i) {
-          tile[i] = V::load(src + (i0 + i) * src_row + j0);
-        }
-        transpose_stage<0>(tile);
-#pragma GCC unroll 16
-        for (int j = 0; j < L; ++j) {
-          V::store(dst + (j0 + j) * dst_row + i0, tile[j]);
-        }
+        transpose_tile<false>(src + i0 * src_row + j0, src_row, 0, dst + j0 * dst_row + i0, dst_row, L);
       }
-      for (int64_t i = i0; i < i0 + L; ++i) {
-        for (int64_t j = full_cols; j < cols; ++j) {
-          dst[j * dst_row + i] = src[i * src_row + j];
-        }
+      if (full_cols < cols) {
+        const int64_t origin = i0 * src_row + full_cols;
+        transpose_tile<true>(src + origin, src_row, src_end - origin, dst + full_cols * dst_row + i0, dst_row,
+                             cols - full_cols);
       }
     }
     for (int64_t i = full_rows; i < rows; ++i) {
       for (int64_t j = 0; j < cols; ++j) {
         dst[j * dst_row + i] = src[i * src_row + j];
+      }
+    }
+  }
+
+  // One L x L tile of transpose(), of which only the first `cols` columns are
+  // stored; Ragged: fewer than L, and src[0, readable) may be read.
+  template <bool Ragged>
+  static void transpose_tile(const T* src, int64_t src_row, int64_t readable, T* dst, int64_t dst_row,
+                             int64_t cols) {
+    vec tile[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i) {
+      tile[i] = !Ragged || i * src_row + L <= readable ? V::load(src + i * src_row)
+                                                       : load_first(src + i * src_row, cols);
+    }
+    transpose_stage<0>(tile);
+#pragma GCC unroll 16
+    for (int j = 0; j < L; ++j) {
+      if (!Ragged || j < cols) {
+        V::store(dst + j * dst_row, tile[j]);
       }
     }
   }
