@@ -1361,7 +1361,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // sums one tap, would write every 9th element (3x3), and each cache line
   // would be fetched once per tap, by tiles far apart in time, in both
   // threads. The tiles write [tap][oc][ic] rows instead (staged), each row
-  // copied whole, which one pass of transposes turns into [oc][ic][tap] at
+  // copied whole, which copy_into's transposes turn into [oc][ic][tap] at
   // the end. In one process, alternating the two (medians of 12 rounds):
   // 3x3 128 @28 11.5 -> 10.9 ms, 256 @14 11.9 -> 11.5, 512 @7 14.3 -> 12.3.
   const bool staged = !lane_groups && !row_tiles && kernel_taps > 1 && grad_weight.is_contiguous();
@@ -1491,15 +1491,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
     }
   });
   if (staged) {
-    constexpr int64_t kRun = 256;  // (oc, ic) pairs per transpose
-    const int64_t pairs = out_c * s.in_per_group();
-    const T* from = stage.const_data_ptr<T>();
-    T* to = grad_weight.mutable_data_ptr<T>();
-    parallel_over(ceil_div(pairs, kRun), kRun * kernel_taps, [&](int64_t run) {
-      const int64_t first = run * kRun;
-      k.transpose(from + first, pairs, to + first * kernel_taps, kernel_taps, kernel_taps,
-                  std::min(kRun, pairs - first));
-    });
+    copy_into<T>(k, grad_weight, stage);
   }
 }
 
