@@ -73,6 +73,17 @@ def test_few_channels_match_torch(layout, channels, stride_w, cpu_isa):
         assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args), [x])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backward_of_each_unrolled_channel_count_matches_torch(dtype, cpu_isa):
+    """Channels_last images of 1 to 8 channels scatter with the channel count
+    known at compile time, 9 and more with a loop: overlapping windows, so
+    that inputs take the gradients of several outputs, with ties."""
+    args = dict(kernel_size=3, stride=2, padding=1, return_indices=True)
+    for channels in range(1, 10):
+        x = with_layout((torch.randn(2, channels, 9, 8) * 2).round().to(dtype), "channels_last").requires_grad_()
+        assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args), [x])
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_any_layout_gives_torchs_values_and_layout(layout, device, cpu_isa):
     x = torch.randn(2, 5, 13, 11, dtype=torch.float64, device=device)
