@@ -1677,14 +1677,14 @@ struct Kernels {
   // input pixel, a vector of channels at a time, measured 3x slower on
   // channels_last; so did storing each input of disjoint 2x2/2 windows once,
   // no zeroing pass, a vector of channels or of a window row's pixels at a
-  // time: 2-4x slower on LeNet's 6 channels, no faster on 64 to 256.)
+  // time: 2-5x slower on LeNet's 6 channels, no faster on 64 to 256.)
   static bool max_pool_backward(const PoolArgs<T>& a) {
     return max_pool_scatter_unrolled<1>(a);
   }
 
   // Up to 8 channels (1: NCHW planes) the channel count is a compile-time
   // constant and its loop unrolled: LeNet's 6-channel channels_last backward
-  // took 0.154-0.175 ms so, 0.201-0.217 with the loop (one process,
+  // took 0.154-0.175 ms unrolled, 0.201-0.217 with the loop (one process,
   // alternating).
   static constexpr int kMaxUnrolledChannels = 8;
 
