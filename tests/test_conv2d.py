@@ -501,6 +501,29 @@ def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa)
     assert out.shape[3] == out_w
 
 
+@pytest.mark.parametrize("out_w", [8, 15, 16, 17, 31, 32, 33, 47, 56])
+@pytest.mark.parametrize("kernel_h,dilation_h,padding", [(3, 1, 1), (1, 1, 0), (5, 2, (3, 1)), (3, 3, (0, 2))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_depthwise_planes_of_3_wide_rows_match_torch(out_w, kernel_h, dilation_h, padding, dtype, cpu_isa):
+    """Stride-1 NCHW depthwise kernels 3 wide, undilated along the rows: rows of
+    at least two vectors load each vector once and shift the other taps out of
+    them (the last block of a row overlapping the one before); shorter rows,
+    any kernel height and row dilation, padding past the reach (the input
+    gradient crops), float32 and float64 on every SIMD path."""
+    pad_w = padding if isinstance(padding, int) else padding[1]
+    width = out_w + 2 - 2 * pad_w
+    x = torch.randn(2, 3, 9, width, dtype=dtype, requires_grad=True)
+    w = torch.randn(3, 1, kernel_h, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(3, dtype=dtype, requires_grad=True)
+    args = (1, padding, (dilation_h, 1), 3)
+    out, *_ = assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *args),
+        lambda x, w, b: F.conv2d(x, w, b, *args),
+        [x, w, b],
+    )
+    assert out.shape[3] == out_w
+
+
 @pytest.mark.parametrize("channels", [5, 250])
 @pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 0), (1, 1, 1), (1, 1, 3), (2, 1, 1), (2, 2, 1), (3, 1, 2)])
 def test_depthwise_tiles_match_torch(channels, stride, dilation, padding, cpu_isa):
