@@ -258,8 +258,8 @@ struct Blocking {
   int64_t width, per_group;
   int64_t chunk, chunks;
 
-  static Blocking of(const ConvNhwc& c, int lanes, int64_t element_size) {
-    const int vectors = static_cast<int>(std::min<int64_t>(4, ceil_div(c.out_per_group, lanes)));
+  static Blocking of(const ConvNhwc& c, int lanes, int max_vectors, int64_t element_size) {
+    const int vectors = static_cast<int>(std::min<int64_t>(max_vectors, ceil_div(c.out_per_group, lanes)));
     const int64_t width = int64_t{vectors} * lanes;
     const int64_t per_channel = c.kernel_h * c.kernel_w * width * element_size;
     const int64_t chunks = ceil_div(c.in_per_group, std::max<int64_t>(1, chunk_bytes() / per_channel));
@@ -475,7 +475,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
-  const Blocking blocking = Blocking::of(c, k.lanes, sizeof(T));
+  const Blocking blocking = Blocking::of(c, k.lanes, k.conv_vectors, sizeof(T));
   // Lane groups: one block of every channel, across groups, swept pixel by pixel.
   const bool lane_groups = group_width > 0;
   const int64_t lane_channels = ceil_div(out_c, k.lanes) * k.lanes;

@@ -26,7 +26,7 @@ struct ConvPixelsArgs {
   int64_t image_pixels;   // output pixels per image
   int64_t pixel_begin, pixel_end;  // flat output pixels ((image * out_h + row) * out_w + col) to compute
   int64_t channels;       // valid channels of the block, <= block
-  int vectors;            // block = vectors * lanes, 1 to 4
+  int vectors;            // block = vectors * lanes, 1 to KernelsFor::conv_vectors
   bool accumulate;        // add to the output (a later chunk of input channels) instead of bias
 };
 
@@ -234,6 +234,7 @@ struct WeightGradTile {
 template <typename T>
 struct KernelsFor {
   int lanes;              // T values per vector
+  int conv_vectors;       // ConvPixelsArgs::vectors at most
   void (*conv_pixels)(const ConvPixelsArgs<T>&);
   // Weight-gradient tiles of two vectors, and of one vector by twice the
   // broadcasts (for a vector side of at most one vector's channels).

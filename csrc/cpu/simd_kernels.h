@@ -243,19 +243,29 @@ struct Kernels {
     }
   }
 
+  // Output-channel vectors per block, at most. With 16 registers, 4 vectors
+  // leave room for 2 pixels: 8 accumulators, a weight load per 2 FMAs; 2
+  // vectors hold 6 pixels, 12 accumulators. On AVX2 (Zen 3, 2 threads) that
+  // took the 3x3 layers' forward from 0.66-0.92x torch to 0.80-1.30x.
+  static constexpr int kConvVectors = Registers >= 32 ? 4 : 2;
+
+  template <int NB = kConvVectors>
   static void conv_pixels(const ConvPixelsArgs<T>& a) {
-    switch (a.vectors) {
-      case 1: return conv_pixels_blocked<1>(a);
-      case 2: return conv_pixels_blocked<2>(a);
-      case 3: return conv_pixels_blocked<3>(a);
-      default: return conv_pixels_blocked<4>(a);
+    if constexpr (NB > 1) {
+      if (a.vectors < NB) {
+        return conv_pixels<NB - 1>(a);
+      }
     }
+    conv_pixels_blocked<NB>(a);
   }
 
   // ---- pointwise convolution on NCHW planes ------------------------------
   // OB output channels by PV vectors of pixels in accumulators; per input
   // channel, PV loads of its plane and OB broadcasts of its weights.
-  static constexpr int kPointwiseChannels = Registers >= 32 ? 6 : 4;
+  // With 16 registers, 6 channels by 2 vectors (12 accumulators) against 4
+  // by 2: on AVX2 (Zen 3, 2 threads) 1x1 256 -> 64 @56 0.88-1.06x torch ->
+  // 0.94-1.09x, 64 -> 256 0.97-1.00x -> 1.06-1.12x.
+  static constexpr int kPointwiseChannels = 6;
   static constexpr int kPointwiseVectors = Registers >= 32 ? 4 : 2;
 
   // PV vectors of pixels from p; Partial: the last, a.pixel_end - p < L pixels.
@@ -361,8 +371,10 @@ struct Kernels {
   // true (groups with fewer input than output channels): the other way round.
   // sums is [broadcast channel][vector channel]. Two shapes with the same
   // accumulators: wide (TV = 2) and narrow (one vector, twice the broadcasts),
-  // which wastes no lanes on a vector side of at most L channels.
-  static constexpr int kWideBroadcasts = Registers >= 32 ? 8 : 4;
+  // which wastes no lanes on a vector side of at most L channels. With 16
+  // registers, 6 broadcasts (12 accumulators) against 4: on AVX2 (Zen 3, 2
+  // threads) the 3x3 layers' weight gradient 0.61-0.97x torch -> 0.71-1.27x.
+  static constexpr int kWideBroadcasts = Registers >= 32 ? 8 : 6;
 
   template <int TB, int TV>
   static constexpr WeightGradTile<T> weight_grad_shape() {
@@ -2050,7 +2062,7 @@ struct Kernels {
 
   template <typename Out>
   static constexpr Out table() {
-    return {L, &conv_pixels,
+    return {L, kConvVectors, &conv_pixels<>,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
