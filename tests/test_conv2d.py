@@ -342,7 +342,8 @@ def test_weight_grad_of_a_1x1_window_that_fits_once_matches_torch(height, width,
 
 
 @pytest.mark.parametrize("in_channels,out_channels,groups,kernel,stride,padding,width", [
-    (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1
+    (1, 6, 1, 5, 1, 2, 28),   # LeNet conv1: a whole planar call of output channels on 16 registers
+    (5, 8, 1, 3, 1, 1, 23),   # a whole call on 32 registers (AVX-512), NHWC kernels on 16
     (32, 32, 8, 3, 2, 1, 37),  # small groups, stride 2
     (3, 5, 1, 3, 1, 0, 70),   # rows of several vectors and a tail
     (2, 4, 2, (2, 3), 3, 1, 19),

@@ -574,13 +574,19 @@ at::Tensor empty_nhwc(at::IntArrayRef nchw_sizes, const at::Tensor& like) {
 
 // ---- Few channels per group on both sides: the planar kernels -------------
 // With channel lanes mostly empty, the lanes run along output rows of NCHW
-// planes instead (the first layers of networks, small groups). Not for wide
-// column strides: the strided vector loads need a slack of lanes * stride.
+// planes instead (the first layers of networks, small groups): for groups
+// whose channels fit one planar call on either side. On 16 lanes that is
+// the channels that fill at most half a vector; on AVX2's 8 lanes LeNet's
+// 1 -> 6 layer, whose 6 of 8 lanes the NHWC kernel filled, but with one
+// input channel it ran a loop of one FMA step per tap: in one process
+// against torch, forward 0.69-0.78x -> 1.75-2.13x. Not for wide column
+// strides: the strided vector loads need a slack of lanes * stride.
 constexpr int64_t kMaxPlanarStride = 8;
 
-bool use_planar(const ConvNhwc& c, int lanes) {
+template <typename T>
+bool use_planar(const ConvNhwc& c, const KernelsFor<T>& k) {
   return !c.depthwise() && c.stride_w <= kMaxPlanarStride &&
-         2 * std::max(c.in_per_group, c.out_per_group) <= lanes;
+         std::max(c.in_per_group, c.out_per_group) <= k.planar_block;
 }
 
 // Output rows per work item of the planar kernels.
@@ -684,9 +690,10 @@ at::Tensor pack_pointwise_rows(const at::Tensor& weight, const ConvNhwc& c, bool
 // bound.
 constexpr int64_t kMinPointwisePixels = 512;
 
-bool use_pointwise_planes(const ConvNhwc& c, const at::Tensor& src, int64_t pad_top, int64_t pad_left,
-                          int64_t step_h, int64_t step_w, at::MemoryFormat format, int lanes) {
-  return format == at::MemoryFormat::Contiguous && !c.depthwise() && !use_planar(c, lanes) && c.kernel_h == 1 &&
+template <typename T>
+bool use_pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, int64_t pad_top,
+                          int64_t pad_left, int64_t step_h, int64_t step_w, at::MemoryFormat format) {
+  return format == at::MemoryFormat::Contiguous && !c.depthwise() && !use_planar(c, k) && c.kernel_h == 1 &&
          c.kernel_w == 1 && c.stride_h == 1 && c.stride_w == 1 && pad_top == 0 && pad_left == 0 && step_h == 1 &&
          step_w == 1 && src.size(2) == c.in_h && src.size(3) == c.in_w && c.in_h * c.in_w >= kMinPointwisePixels;
 }
@@ -771,12 +778,12 @@ struct TapPlanes {
 // P of an image and group stays in L2; LeNet's is 159 KiB.
 constexpr int64_t kMaxTapPlaneBytes = int64_t{512} << 10;
 
-bool use_tap_planes(const ConvNhwc& c, const TapPlanes& t, int64_t step_h, int64_t step_w, int64_t element_size,
-                    int lanes, int block) {
+template <typename T>
+bool use_tap_planes(const KernelsFor<T>& k, const ConvNhwc& c, const TapPlanes& t, int64_t step_h, int64_t step_w) {
   const int64_t taps = c.kernel_h * c.kernel_w;
-  return !c.depthwise() && !use_planar(c, lanes) && taps > 1 && c.stride_h == 1 && c.stride_w == 1 &&
-         step_h == 1 && step_w == 1 && c.out_per_group * taps * t.plane * element_size <= kMaxTapPlaneBytes &&
-         4 * t.vector_ops(c, lanes, block) <= 3 * TapPlanes::nhwc_vector_ops(c, lanes);
+  return !c.depthwise() && !use_planar(c, k) && taps > 1 && c.stride_h == 1 && c.stride_w == 1 &&
+         step_h == 1 && step_w == 1 && c.out_per_group * taps * t.plane * int64_t{sizeof(T)} <= kMaxTapPlaneBytes &&
+         4 * t.vector_ops(c, k.lanes, k.pointwise_block) <= 3 * TapPlanes::nhwc_vector_ops(c, k.lanes);
 }
 
 // Runs convolution c on NCHW source planes (as TapPlanes) into a contiguous
@@ -946,15 +953,15 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
                     int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
                     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                     bool transposed, at::MemoryFormat format) {
-  if (use_pointwise_planes(c, src, pad_top, pad_left, step_h, step_w, format, k.lanes)) {
+  if (use_pointwise_planes(k, c, src, pad_top, pad_left, step_h, step_w, format)) {
     return pointwise_planes<T>(k, c, src, weight, bias, transposed);
   }
   const TapPlanes taps(c, src.size(2), src.size(3), pad_top, pad_left, k.lanes);
-  if (use_tap_planes(c, taps, step_h, step_w, sizeof(T), k.lanes, k.pointwise_block)) {
+  if (use_tap_planes(k, c, taps, step_h, step_w)) {
     return in_layout<T>(k, tap_planes<T>(k, c, taps, src, weight, bias, transposed), format);
   }
   const bool lane_groups = use_lane_groups(c, k.lanes);  // which the two above exclude
-  const bool planar = !lane_groups && use_planar(c, k.lanes);
+  const bool planar = !lane_groups && use_planar(c, k);
   const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
                                              step_h, step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
   const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
@@ -1296,7 +1303,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   const bool lane_groups = use_lane_groups(c, k.lanes);
-  if (!lane_groups && use_planar(c, k.lanes)) {
+  if (!lane_groups && use_planar(c, k)) {
     return conv2d_backward_weight_planar<T>(k, s, grad_output, input, grad_weight);
   }
   if (use_depthwise_planes(c, k.lanes, format)) {
