@@ -80,6 +80,18 @@ def test_few_channels_match_torch(layout, channels, stride_w, cpu_isa):
         assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
 
 
+@pytest.mark.parametrize("stride_w", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_wide_planes_match_torch(dtype, stride_w, cpu_isa):
+    """NCHW rows of full windows long enough for blocks of 4, 2 and 1 vectors
+    of neighbouring outputs on every path (4 vectors: 64 float32 outputs on
+    AVX-512), the last overlapping the one before."""
+    args = dict(kernel_size=3, stride=(2, stride_w), padding=1, count_include_pad=False)
+    for width in (20, 61, 130, 250):
+        x = torch.randn(2, 2, 5, width, dtype=dtype, requires_grad=True)
+        assert_same_results(lambda x: convext.avg_pool2d(x, **args), lambda x: F.avg_pool2d(x, **args), [x])
+
+
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [
     (2, 2, 0, False),  # windows tile the input
     (2, 3, 0, False),  # gaps between windows

@@ -73,6 +73,20 @@ def test_few_channels_match_torch(layout, channels, stride_w, cpu_isa):
         assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args), [x])
 
 
+@pytest.mark.parametrize("stride_w", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_wide_planes_match_torch(dtype, stride_w, cpu_isa):
+    """NCHW rows of full windows long enough for blocks of 4, 2 and 1 vectors
+    of neighbouring outputs on every path (4 vectors: 64 float32 outputs on
+    AVX-512), the last overlapping the one before, with ties and NaNs."""
+    args = dict(kernel_size=3, stride=(2, stride_w), padding=1, return_indices=True)
+    for width in (20, 61, 130, 250):
+        x = (torch.randn(2, 2, 5, width) * 2).round().to(dtype)
+        x.view(-1)[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(width))[:9]] = float("nan")
+        assert_same_results(lambda x: convext.max_pool2d(x, **args), lambda x: F.max_pool2d(x, **args),
+                            [x.requires_grad_()])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_backward_of_each_unrolled_channel_count_matches_torch(dtype, cpu_isa):
     """Channels_last images of 1 to 8 channels scatter with the channel count

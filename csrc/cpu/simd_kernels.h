@@ -1546,43 +1546,120 @@ struct Kernels {
     return step == 1 ? load_step<1>(p, step) : step == 2 ? load_step<2>(p, step) : load_step<0>(p, step);
   }
 
+  // Stride 2 along a row: lane i of a vector is element 2i from p. Two loads,
+  // p and p + L - 1 (nothing read past the last element used), give the
+  // elements, and one shuffle within 16-byte chunks (vshufps) picks them, out
+  // of order: lane I holds element 2 * paired_output(I). A max or a sum does
+  // not care which lane holds which output, so in_order puts them back once a
+  // vector, not once a tap (with the lanes in order, AVX2 took two vpermd and
+  // a blend a load).
+  static constexpr int kChunk = 16 / static_cast<int>(sizeof(T));
+  static constexpr int paired_source(int I) {
+    const int q = I / kChunk, r = I % kChunk;
+    return r < kChunk / 2 ? q * kChunk + 2 * r : L + q * kChunk + 2 * (r - kChunk / 2) + 1;
+  }
+  static constexpr int paired_output(int I) {
+    const int q = I / kChunk, r = I % kChunk;
+    return r < kChunk / 2 ? q * kChunk / 2 + r : (L + q * kChunk) / 2 + r - kChunk / 2;
+  }
+  static constexpr int paired_lane(int output) {
+    int lane = 0;
+    while (paired_output(lane) != output) {
+      ++lane;
+    }
+    return lane;
+  }
+  template <std::size_t... I>
+  static vec even_lanes_paired(vec low, vec high, std::index_sequence<I...>) {
+    return __builtin_shufflevector(low, high, paired_source(I)...);
+  }
+  template <typename W, std::size_t... I>
+  static W paired_in_order(W x, std::index_sequence<I...>) {
+    return __builtin_shufflevector(x, x, paired_lane(I)...);
+  }
+
   // A pooling vector's lanes. ChannelLanes: CV * L channels of one output
   // pixel, CV vectors side by side to keep several loads in flight (C >= L).
+  // PlaneLanes: CV * L neighbouring outputs of full windows in a row of an
+  // NCHW plane (C = 1), vector v the L after the first v * L.
   // PixelLanes: the C channels of each of `stored / C` neighbouring outputs
-  // of full windows in a row (C < L; an NCHW plane has C = 1). Either way a
-  // vector's first `stored` lanes are outputs, neighbours in the output, and
-  // `columns` is each lane's window origin, in input columns, from the first
-  // lane's.
+  // of full windows in a row (C < L; an NCHW plane has C = 1). Either way,
+  // once in_order, a vector's first `stored` lanes are outputs, neighbours in
+  // the output; `columns()` is each lane's window origin, in input columns,
+  // from its vector's first lane's, and first_column(v) that of vector v from
+  // vector 0's; pixel and channel number the lanes of all CV vectors.
+  struct LanesInOrder {
+    template <typename W>
+    static W in_order(W x) { return x; }
+  };
+
   template <int CV>
-  struct ChannelLanes {
+  struct ChannelLanes : LanesInOrder {
     static constexpr int vectors = CV;
     static constexpr int stored = L;
     static vec load(const T* window, int v) { return V::load(window + v * L); }
-    static index_vec columns() { return index_vec{}; }
+    static const index_vec& columns() {
+      static constexpr index_vec none{};
+      return none;
+    }
+    static int64_t first_column(int) { return 0; }
     static int64_t pixel(int) { return 0; }
     static int64_t channel(int lane) { return lane; }
   };
 
-  struct PixelLanes {
+  // Stride: 2 (even_lanes_paired), or 0 for the row's, whatever it is.
+  template <int CV, int Stride>
+  struct PlaneLanes {
+    static constexpr int vectors = CV;
+    static constexpr int stored = L;
+    int64_t step;        // the stride along the row
+    index_vec first_of;  // lane l: l * step
+
+    explicit PlaneLanes(int64_t stride_w) : step(stride_w) {
+      for (int l = 0; l < L; ++l) {
+        first_of[l] = l * stride_w;
+      }
+    }
+    template <int Other>
+    explicit PlaneLanes(const PlaneLanes<Other, Stride>& other) : step(other.step), first_of(other.first_of) {}
+
+    vec load(const T* window, int v) const {
+      if constexpr (Stride == 2) {
+        const T* p = window + v * 2 * L;
+        return even_lanes_paired(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+      } else {
+        return load_strided(window + v * L * step, step);
+      }
+    }
+    template <typename W>
+    static W in_order(W x) {
+      if constexpr (Stride == 2) {
+        return paired_in_order(x, std::make_index_sequence<L>{});
+      } else {
+        return x;
+      }
+    }
+    const index_vec& columns() const { return first_of; }
+    int64_t first_column(int v) const { return v * L * step; }
+    static int64_t pixel(int lane) { return lane; }
+    static int64_t channel(int) { return 0; }
+  };
+
+  struct PixelLanes : LanesInOrder {
     static constexpr int vectors = 1;
-    int stored;             // the rest of the lanes read the window's first element
+    int stored;         // the rest of the lanes read the window's first element
     int64_t channels;
-    int64_t step;           // > 0: lane l reads window[l * step] (C = 1, every lane stored)
-    index_vec offsets;      // otherwise: lane l reads window[offsets[l]]
+    index_vec offsets;  // lane l reads window[offsets[l]]
     index_vec column_of;
 
     PixelLanes(int64_t pixels, int64_t C, int64_t stride_w)
-        : stored(static_cast<int>(pixels * C)), channels(C),
-          step(C == 1 && pixels == L ? stride_w : 0), offsets{}, column_of{} {
+        : stored(static_cast<int>(pixels * C)), channels(C), offsets{}, column_of{} {
       for (int l = 0; l < stored; ++l) {
         column_of[l] = l / C * stride_w;
         offsets[l] = column_of[l] * C + l % C;
       }
     }
     vec load(const T* window, int) const {
-      if (step > 0) {
-        return load_strided(window, step);
-      }
       vec x;
 #pragma GCC unroll 16
       for (int l = 0; l < L; ++l) {
@@ -1590,7 +1667,8 @@ struct Kernels {
       }
       return x;
     }
-    index_vec columns() const { return column_of; }
+    const index_vec& columns() const { return column_of; }
+    static int64_t first_column(int) { return 0; }
     int64_t pixel(int lane) const { return lane / channels; }
     int64_t channel(int lane) const { return lane % channels; }
   };
@@ -1604,6 +1682,28 @@ struct Kernels {
     }
     for (int l = 0; l < count; ++l) {
       out[l] = x[l];
+    }
+  }
+
+  // out[l] = offsets[l] + columns[l] + origin for l < count. A float
+  // vector's int64 indices span several registers, and GCC builds a broadcast
+  // into such a vector on the stack (a quarter of the NCHW max pool's time
+  // on AVX2), so they are summed and stored a register at a time.
+  static void store_indices(int64_t* out, lane_int offsets, const index_vec& columns, int64_t origin, int count) {
+    constexpr int kPerRegister = Bytes / 8;
+    typedef int64_t index_register __attribute__((vector_size(Bytes)));
+    int64_t position[L];
+    static_for<L / kPerRegister>([&](auto piece) {
+      constexpr int first = decltype(piece)::value * kPerRegister;
+      index_register column;
+      __builtin_memcpy(&column, reinterpret_cast<const int64_t*>(&columns) + first, Bytes);
+      const index_register sum = column + origin + [&]<std::size_t... I>(std::index_sequence<I...>) {
+        return __builtin_convertvector(__builtin_shufflevector(offsets, offsets, (first + I)...), index_register);
+      }(std::make_index_sequence<kPerRegister>{});
+      __builtin_memcpy((count == L ? out : position) + first, &sum, Bytes);
+    });
+    for (int l = 0; count < L && l < count; ++l) {
+      out[l] = position[l];
     }
   }
 
@@ -1622,6 +1722,7 @@ struct Kernels {
   // reading a tap's pixel in 4 pieces, the 2x2 pool of 8 x 256 @56 took
   // 0.97-1.72 ms, against 0.60-1.42 so, in alternating runs).
   static constexpr int kMaxPoolVectors = 4, kAvgPoolVectors = 16;
+  static constexpr int kPlaneVectors = 4;
 
   // vector_fn(oh, ow, c, ChannelLanes<V>{}) over channels [c, C) of output
   // (oh, ow): V = Vectors while they last, then a quarter of that, down to 1.
@@ -1636,15 +1737,37 @@ struct Kernels {
     return c;
   }
 
+  // vector_fn over outputs [ow, end) of full windows in row oh of an NCHW
+  // plane (end - ow >= L): PlaneLanes of the most vectors, up to V, that fit,
+  // the last overlapping the one before (it writes the same values again).
+  template <int V, int Stride, typename VectorFn>
+  static void plane_vectors(int64_t oh, int64_t ow, int64_t end, const PlaneLanes<1, Stride>& lanes,
+                            const VectorFn& vector_fn) {
+    if (V > 1 && end - ow < V * L) {
+      if constexpr (V > 1) {
+        plane_vectors<V / 2>(oh, ow, end, lanes, vector_fn);
+      }
+      return;
+    }
+    const PlaneLanes<V, Stride> block(lanes);
+    for (; ow < end; ow += V * L) {
+      vector_fn(oh, ow + V * L <= end ? ow : end - V * L, 0, block);
+    }
+  }
+
   template <int Vectors, typename VectorFn, typename ScalarFn>
   static void for_each_output(const PoolArgs<T>& a, VectorFn vector_fn, ScalarFn scalar_fn) {
     const int64_t C = a.channels;
-    // Pixel lanes: L / C outputs a vector; a run of full windows shorter than
-    // that takes one vector of fewer lanes, a longer one ends with a vector
-    // that overlaps the one before (it writes the same values again).
+    // A run of full windows: on an NCHW plane, if at least a vector long,
+    // plane lanes; otherwise pixel lanes, L / C outputs a vector, a run
+    // shorter than that one vector of fewer lanes, a longer one ending with a
+    // vector that overlaps the one before.
     const int64_t run = a.full_cols_end - a.full_cols_begin;
+    const bool planes = C == 1 && run >= L;
     const int64_t pixels = C < L ? (run < L / C ? run : L / C) : 0;
     const PixelLanes pixel_lanes(pixels, C, a.stride_w);
+    const PlaneLanes<1, 2> pair_lanes(a.stride_w);
+    const PlaneLanes<1, 0> plane_lanes(a.stride_w);
     for (int64_t oh = a.row_begin; oh < a.row_end; ++oh) {
       for (int64_t ow = 0; ow < a.out_w;) {
         if (C >= L) {
@@ -1653,9 +1776,18 @@ struct Kernels {
           }
           ++ow;
         } else if (ow >= a.full_cols_begin && ow < a.full_cols_end) {
-          const int64_t start = ow + pixels <= a.full_cols_end ? ow : a.full_cols_end - pixels;
-          vector_fn(oh, start, 0, pixel_lanes);
-          ow = start + pixels;
+          if (planes) {
+            if (a.stride_w == 2) {
+              plane_vectors<kPlaneVectors>(oh, ow, a.full_cols_end, pair_lanes, vector_fn);
+            } else {
+              plane_vectors<kPlaneVectors>(oh, ow, a.full_cols_end, plane_lanes, vector_fn);
+            }
+            ow = a.full_cols_end;
+          } else {
+            const int64_t start = ow + pixels <= a.full_cols_end ? ow : a.full_cols_end - pixels;
+            vector_fn(oh, start, 0, pixel_lanes);
+            ow = start + pixels;
+          }
         } else {
           for (int64_t c = 0; c < C; ++c) {
             scalar_fn(oh, ow, c);
@@ -1699,12 +1831,11 @@ struct Kernels {
           }
         }
       }
-      const index_vec origin = lanes.columns() + first;
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) {
-        const index_vec position = __builtin_convertvector(best_offset[v], index_vec) + origin;
-        store_lanes(a.output + out + v * L, best[v], lanes.stored);
-        store_lanes(a.indices + out + v * L, position, lanes.stored);
+        store_lanes(a.output + out + v * L, lanes.in_order(best[v]), lanes.stored);
+        store_indices(a.indices + out + v * L, lanes.in_order(best_offset[v]), lanes.columns(),
+                      first + lanes.first_column(v), lanes.stored);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
@@ -1816,7 +1947,7 @@ struct Kernels {
       const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
 #pragma GCC unroll 16
       for (int v = 0; v < CV; ++v) {
-        store_output(a, a.output + out + v * L, sum[v] / divisor, lanes.stored);
+        store_output(a, a.output + out + v * L, lanes.in_order(sum[v]) / divisor, lanes.stored);
       }
     };
     const auto scalar_fn = [&](int64_t oh, int64_t ow, int64_t c) {
