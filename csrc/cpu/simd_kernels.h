@@ -1936,8 +1936,16 @@ struct Kernels {
         prefetch_for_store(a.output + out, (CV - 1) * L + lanes.stored);
       }
       vec sum[CV] = {};
+      // A pixel of more channels than a call sums is read a block at a time;
+      // each tap's next block is asked for with this one, so that the pixel
+      // comes from memory in order (2x2 of 8 x 256 @56 channels_last on AVX2,
+      // 128 channels a call: 0.57-0.98x torch without, 0.85-1.35x with, in
+      // alternating runs).
       for (int64_t i = 0; i < rt.count; ++i) {
         for (int64_t j = 0; j < ct.count; ++j) {
+          if (c + CV * L < C) {
+            prefetch_for_load(window + (i * a.in_w + j) * C + CV * L, CV * L);
+          }
 #pragma GCC unroll 16
           for (int v = 0; v < CV; ++v) {
             sum[v] += lanes.load(window + (i * a.in_w + j) * C, v);
