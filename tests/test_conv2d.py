@@ -258,7 +258,7 @@ def test_few_input_channels_match_torch(in_channels, kernel, stride, padding, di
 
 
 @pytest.mark.parametrize("in_channels,out_channels,kernel,padding", [
-    (40, 24, 1, 0),   # 1x1: the narrow tile, channels not whole tiles
+    (40, 24, 1, 0),   # 1x1: narrow where a vector is a cache line (AVX-512), else wide; channels not whole tiles
     (64, 32, 1, 0),   # whole tiles, no padding: channels_last read in place
     (6, 16, 5, 0),    # LeNet conv2: narrow, output channels in the lanes, row tiles
     (12, 10, 3, 1),   # narrow, input channels in the lanes

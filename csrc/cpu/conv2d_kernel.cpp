@@ -1317,10 +1317,15 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const bool by_output = !lane_groups && s.in_per_group() < s.out_per_group();
   // Channels per tile on each side, and the kernel. The narrow shape leaves no
   // lanes empty on a vector side of at most one vector (LeNet's 16 output
-  // channels: 2x faster), and measured faster on 1x1 layers too (256 -> 64:
-  // 3.2-3.3 against 3.6-4.1 ms); the wide one on 3x3 layers and the stem.
+  // channels: 2x faster), and measured faster on 1x1 layers too where its
+  // vector is a cache line (AVX-512, 256 -> 64: 3.2-3.3 against 3.6-4.1 ms);
+  // where it is half a line (AVX2), each pixel's vector load takes a line of
+  // its own: the wide shape there, 256 -> 64 @56 0.53-0.72x torch -> 0.72-0.91x
+  // (both layouts), 64 -> 256 channels_last 11.8-13.3 -> 10.4-11.1 ms. The
+  // wide shape on 3x3 layers and the stem.
   const int64_t vector_side = by_output ? s.out_per_group() : s.in_per_group();
-  const WeightGradTile<T>& shape = vector_side <= k.lanes || s.h.kernel * s.w.kernel == 1
+  const bool line_vectors = k.lanes * static_cast<int64_t>(sizeof(T)) >= 64;
+  const WeightGradTile<T>& shape = vector_side <= k.lanes || (s.h.kernel * s.w.kernel == 1 && line_vectors)
                                        ? k.weight_grad_narrow : k.weight_grad_wide;
   const int64_t tile_oc = lane_groups ? 1 : by_output ? shape.vector : shape.broadcast;
   const int64_t tile_ic = lane_groups ? k.lanes : by_output ? shape.broadcast : shape.vector;
