@@ -1702,8 +1702,8 @@ struct Kernels {
       }(std::make_index_sequence<kPerRegister>{});
       __builtin_memcpy((count == L ? out : position) + first, &sum, Bytes);
     });
-    for (int l = 0; count < L && l < count; ++l) {
-      out[l] = position[l];
+    if (count < L) {
+      __builtin_memcpy(out, position, count * sizeof(int64_t));
     }
   }
 
@@ -1743,11 +1743,10 @@ struct Kernels {
   template <int V, int Stride, typename VectorFn>
   static void plane_vectors(int64_t oh, int64_t ow, int64_t end, const PlaneLanes<1, Stride>& lanes,
                             const VectorFn& vector_fn) {
-    if (V > 1 && end - ow < V * L) {
-      if constexpr (V > 1) {
-        plane_vectors<V / 2>(oh, ow, end, lanes, vector_fn);
+    if constexpr (V > 1) {
+      if (end - ow < V * L) {
+        return plane_vectors<V / 2>(oh, ow, end, lanes, vector_fn);
       }
-      return;
     }
     const PlaneLanes<V, Stride> block(lanes);
     for (; ow < end; ow += V * L) {
