@@ -763,13 +763,18 @@ struct Kernels {
     }
   }
 
-  // Every channel vector of RW pixels (Border: of one border pixel) in turn,
-  // so that memory is swept pixel by pixel in order; CV vectors at a time
-  // where RW alone gives too few independent sums.
-  template <int K, int RW, bool Border>
-  static void depthwise_channels(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
+  // Channel vectors side by side in a block of RW pixels with K-part sums:
+  // more than one where RW alone gives too few independent sums.
+  template <int K, int RW>
+  static constexpr int block_vectors() {
     constexpr int chains = Registers >= 32 ? 8 : 4;
-    constexpr int CV = RW * K >= chains ? 1 : chains / (RW * K);
+    return RW * K >= chains ? 1 : chains / (RW * K);
+  }
+
+  // Every channel vector of RW pixels (Border: of one border pixel) in turn,
+  // CV at a time, so that memory is swept pixel by pixel in order.
+  template <int K, int RW, bool Border, int CV = block_vectors<K, RW>()>
+  static void depthwise_channels(const DepthwiseArgs<T>& a, int64_t oh, int64_t ow) {
     const auto block = [&](auto cv, auto partial, int64_t c) {
       if constexpr (Border) {
         depthwise_border_pixel<K, decltype(cv)::value, decltype(partial)::value>(a, oh, ow, c);
@@ -806,10 +811,8 @@ struct Kernels {
   // Row by row: pixels whose windows lie inside the input go in register blocks
   // of RW, then RW_TAIL (the last block of a row may overlap the one before: it
   // writes the same values again), the rest one by one with their taps checked.
-  template <int K>
+  template <int K, int RW, int CV = block_vectors<K, RW>()>
   static void depthwise_pixels_for(const DepthwiseArgs<T>& a) {
-    // About 24 sums on 32 registers (12 on 16), beside a pixel's K weights.
-    constexpr int RW = (Registers >= 32 ? 12 : 6) / (K > 2 ? K / 2 : 1);
     constexpr int RW_TAIL = RW > 4 ? 4 : 1;
     // Outputs whose every tap lies inside the input.
     const int64_t out_rows = (a.pixel_end + a.out_w - 1) / a.out_w;
@@ -827,7 +830,7 @@ struct Kernels {
         for (; p < hi; p += RW) {
           const int64_t ow = (p + RW <= hi ? p : hi - RW) - row_first;
           prefetch_next_block<RW>(a, oh, ow, hi - row_first);
-          depthwise_channels<K, RW, false>(a, oh, ow);
+          depthwise_channels<K, RW, false, CV>(a, oh, ow);
         }
         p = hi;
       }
@@ -854,7 +857,17 @@ struct Kernels {
         return depthwise_pixels<2 * K>(a);
       }
     }
-    depthwise_pixels_for<K>(a);
+    if constexpr (K == 1 && Registers < 32) {
+      // Depthwise on 16 registers: blocks of 4 pixels by 2 vectors, 8 sums.
+      // With 6 by 1, a 3x3 kernel's 6 chains of 9 dependent FMAs left the
+      // FMA units waiting (channels_last 144 @56 forward on AVX2, two sets
+      // of five alternating processes: medians 0.77x torch -> 0.93-0.96x;
+      // the 960 @14 stride 2 layer unchanged within the noise).
+      depthwise_pixels_for<1, 4, 2>(a);
+    } else {
+      // About 24 sums on 32 registers (12 on 16), beside a pixel's K weights.
+      depthwise_pixels_for<K, (Registers >= 32 ? 12 : 6) / (K > 2 ? K / 2 : 1)>(a);
+    }
   }
 
   // Each input pixel gathers the (tap, output) pairs that read it: the pairs
