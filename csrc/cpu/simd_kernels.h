@@ -866,9 +866,9 @@ struct Kernels {
     if constexpr (K == 1 && Registers < 32) {
       // Depthwise on 16 registers: blocks of 4 pixels by 2 vectors, 8 sums.
       // With 6 by 1, a 3x3 kernel's 6 chains of 9 dependent FMAs left the
-      // FMA units waiting (channels_last 144 @56 forward on AVX2, two sets
-      // of five alternating processes: medians 0.77x torch -> 0.93-0.96x;
-      // the 960 @14 stride 2 layer unchanged within the noise).
+      // FMA units waiting (channels_last 144 @56 forward on AVX2, three sets
+      // of five alternating processes: medians 0.75-0.78x torch ->
+      // 0.93-1.00x; the 960 @14 stride 2 layer unchanged within the noise).
       depthwise_pixels_for<1, 4, 2>(a);
     } else {
       // About 24 sums on 32 registers (12 on 16), beside a pixel's K weights.
