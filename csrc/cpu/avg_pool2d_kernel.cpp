@@ -77,7 +77,8 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                          a.column_windows = windows.columns.data();
                          a.column_layers = windows.column_layers;
                          a.stream = stream;
-                       }, 2 * s.w.out_size + 1);
+                       }, std::max(2 * s.w.out_size + 1,  // planes: see avg_pool_plane_backward
+                               s.w.out_size * layout.channels));  // channels_last: a row of shares
   });
   return grad_input;
 }

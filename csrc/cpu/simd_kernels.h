@@ -2144,10 +2144,13 @@ struct Kernels {
   }
 
   // Channels_last (NCHW planes: avg_pool_plane_backward): each output's share,
-  // grad_output / divisor (computed once, as torch does), given to every
-  // input of its window. Disjoint windows (2x2/2) store it, and
-  // only the inputs no window covers are zeroed: one write per input instead
-  // of a zeroing pass and a read-modify-write.
+  // grad_output / divisor (computed once per output, as torch does, into a
+  // row of shares in scratch), given to every input of its window, input
+  // rows written in order. Disjoint windows (2x2/2) store it, and only the
+  // inputs no window covers are zeroed: one write per input instead of a
+  // zeroing pass and a read-modify-write. (Writing each output's window in
+  // turn, a vector of channels to its 4 pixels at a time, the 2x2/2 pool of
+  // 8 x 256 @56 ran at 0.76-1.12x torch, against 1.21-1.70x in order.)
   static void avg_pool_backward(const PoolArgs<T>& a) {
     if (a.channels == 1) {
       avg_pool_plane_backward(a);
@@ -2177,41 +2180,32 @@ struct Kernels {
       zero(a.grad_input, a.in_h * a.in_w * C);
     }
     const bool stream = store && a.stream;
-    const auto give = [store, stream](T* gi, vec share) {
-      if (stream) {
-        V::stream(gi, share);
-      } else {
-        V::store(gi, store ? share : V::load(gi) + share);
-      }
-    };
+    T* __restrict share = a.scratch;  // a row of outputs' shares
     for (int64_t oh = 0; oh < a.out_h; ++oh) {
-      const auto& rt = a.rows[oh];
       for (int64_t ow = 0; ow < a.out_w; ++ow) {
-        const auto& ct = a.cols[ow];
         const T divisor = static_cast<T>(avg_divisor(a, oh, ow));
         const T* g = a.grad_output + (oh * a.out_w + ow) * C;
-        if (store && !stream && C >= L) {  // a line per window pixel at least (fewer channels: not worth it)
-          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
-            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-              prefetch_for_store(a.grad_input + (ih * a.in_w + iw) * C, C);
-            }
-          }
+        for (int64_t c = 0; c < C; ++c) {
+          share[ow * C + c] = g[c] / divisor;
         }
-        int64_t c = 0;
-        for (; c + L <= C; c += L) {
-          const vec share = V::load(g + c) / divisor;
-          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
-            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-              give(a.grad_input + (ih * a.in_w + iw) * C + c, share);
+      }
+      const auto& rt = a.rows[oh];
+      for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
+        for (int64_t ow = 0; ow < a.out_w; ++ow) {
+          const auto& ct = a.cols[ow];
+          const T* s = share + ow * C;
+          for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
+            T* gi = a.grad_input + (ih * a.in_w + iw) * C;
+            int64_t c = 0;
+            for (; c + L <= C; c += L) {
+              if (stream) {
+                V::stream(gi + c, V::load(s + c));
+              } else {
+                V::store(gi + c, store ? V::load(s + c) : V::load(gi + c) + V::load(s + c));
+              }
             }
-          }
-        }
-        for (; c < C; ++c) {
-          const T share = g[c] / divisor;
-          for (int64_t ih = rt.first; ih < rt.first + rt.count; ++ih) {
-            for (int64_t iw = ct.first; iw < ct.first + ct.count; ++iw) {
-              T& gi = a.grad_input[(ih * a.in_w + iw) * C + c];
-              gi = store ? share : gi + share;
+            for (; c < C; ++c) {
+              gi[c] = store ? s[c] : gi[c] + s[c];
             }
           }
         }
