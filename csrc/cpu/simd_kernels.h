@@ -89,11 +89,21 @@ struct Kernels {
   typedef decltype(vec{} < vec{}) lane_int;
   typedef __typeof__(lane_int{}[0]) lane_elem;
 
+  // Whether a dense block of NB vectors holds its pixels' broadcasts in
+  // registers and loads the weights one vector at a time, instead of the
+  // other way round: 16 registers hold 4 vectors by 3 pixels so (12
+  // accumulators, 7 loads per 12 FMAs), against 2 by 6 (8 loads) or 4 by 2
+  // holding the weights (8 accumulators).
+  template <int NB>
+  static constexpr bool holds_broadcasts() { return Registers < 32 && NB >= 4; }
+
   // Pixels per register block: as many accumulators as the registers hold
-  // beside the block's weight vectors and one broadcast.
+  // beside the block's weight vectors and one broadcast, or its broadcasts
+  // and one weight vector.
+
   template <int NB>
   static constexpr int pixels_per_block() {
-    const int fit = (Registers - NB - 2) / NB;
+    const int fit = holds_broadcasts<NB>() ? (Registers - 1) / (NB + 1) : (Registers - NB - 2) / NB;
     return fit < 12 ? fit : 12;
   }
 
@@ -172,14 +182,37 @@ struct Kernels {
   }
 
   // ---- dense convolution -----------------------------------------------
+  // Output pixel (image, row, col) of a run, stepped pixel by pixel: no
+  // division per pixel.
+  struct PixelWalk {
+    int64_t image, row, col;
+
+    PixelWalk(const ConvPixelsArgs<T>& a, int64_t pixel)
+        : image(pixel / a.image_pixels), row(pixel % a.image_pixels / a.out_w), col(pixel % a.out_w) {}
+
+    // The input under the window's first tap.
+    const T* input(const ConvPixelsArgs<T>& a) const {
+      return a.input + image * a.input_image + row * a.stride_h * a.input_row + col * a.stride_w * a.input_pixel;
+    }
+
+    void next(const ConvPixelsArgs<T>& a) {
+      if (++col == a.out_w) {
+        col = 0;
+        if (++row * a.out_w == a.image_pixels) {
+          row = 0;
+          ++image;
+        }
+      }
+    }
+  };
+
   template <int NB, int RW>
-  static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel) {
+  static void conv_block(const ConvPixelsArgs<T>& a, int64_t first_pixel, PixelWalk& walk) {
     const T* x[RW];
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
-      const int64_t image = (first_pixel + r) / a.image_pixels, p = (first_pixel + r) % a.image_pixels;
-      x[r] = a.input + image * a.input_image + p / a.out_w * a.stride_h * a.input_row +
-             p % a.out_w * a.stride_w * a.input_pixel;
+      x[r] = walk.input(a);
+      walk.next(a);
     }
     vec acc[RW][NB];
     const bool full_block = a.channels == NB * L;
@@ -206,17 +239,33 @@ struct Kernels {
       for (int64_t kw = 0; kw < taps_w; ++kw) {
         const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
         for (int64_t ic = 0; ic < run; ++ic, w += NB * L) {
-          vec wv[NB];
-#pragma GCC unroll 4
-          for (int b = 0; b < NB; ++b) {
-            wv[b] = V::load(w + b * L);
-          }
+          if constexpr (holds_broadcasts<NB>()) {
+            vec xv[RW];
 #pragma GCC unroll 16
-          for (int r = 0; r < RW; ++r) {
-            const vec xv = V::broadcast(x[r][tap + ic]);
+            for (int r = 0; r < RW; ++r) {
+              xv[r] = V::broadcast(x[r][tap + ic]);
+            }
 #pragma GCC unroll 4
             for (int b = 0; b < NB; ++b) {
-              acc[r][b] += xv * wv[b];
+              const vec wv = V::load(w + b * L);
+#pragma GCC unroll 16
+              for (int r = 0; r < RW; ++r) {
+                acc[r][b] += xv[r] * wv;
+              }
+            }
+          } else {
+            vec wv[NB];
+#pragma GCC unroll 4
+            for (int b = 0; b < NB; ++b) {
+              wv[b] = V::load(w + b * L);
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < RW; ++r) {
+              const vec xv = V::broadcast(x[r][tap + ic]);
+#pragma GCC unroll 4
+              for (int b = 0; b < NB; ++b) {
+                acc[r][b] += xv * wv[b];
+              }
             }
           }
         }
@@ -237,23 +286,30 @@ struct Kernels {
   static void conv_pixels_blocked(const ConvPixelsArgs<T>& a) {
     constexpr int RW = pixels_per_block<NB>();
     int64_t p = a.pixel_begin;
+    PixelWalk walk(a, p);
     for (; p + RW <= a.pixel_end; p += RW) {
-      conv_block<NB, RW>(a, p);
+      conv_block<NB, RW>(a, p, walk);
     }
     if (RW > 4 && p + 4 <= a.pixel_end) {
-      conv_block<NB, (RW > 4 ? 4 : 1)>(a, p);
+      conv_block<NB, (RW > 4 ? 4 : 1)>(a, p, walk);
       p += RW > 4 ? 4 : 1;
     }
     for (; p < a.pixel_end; ++p) {
-      conv_block<NB, 1>(a, p);
+      conv_block<NB, 1>(a, p, walk);
     }
   }
 
   // Output-channel vectors per block, at most. With 16 registers, 4 vectors
-  // leave room for 2 pixels: 8 accumulators, a weight load per 2 FMAs; 2
-  // vectors hold 6 pixels, 12 accumulators. On AVX2 (Zen 3, 2 threads) that
-  // took the 3x3 layers' forward from 0.66-0.92x torch to 0.80-1.30x.
-  static constexpr int kConvVectors = Registers >= 32 ? 4 : 2;
+  // holding the weights leave room for 2 pixels (8 accumulators); 2 vectors
+  // hold 6 pixels, 12 accumulators, which took the 3x3 layers' forward on
+  // AVX2 (Zen 3, 2 threads) from 0.66-0.92x torch to 0.80-1.30x; 4 vectors
+  // by 3 pixels holding the broadcasts (holds_broadcasts), alternating
+  // processes against 2 by 6: the stem's forward 1.07-1.09x -> 1.18-1.28x
+  // channels_last, 0.78-0.79x -> 0.88-0.94x NCHW; 1x1 256 -> 64 @56
+  // forward 0.87-0.89x -> 0.96-1.04x, input gradient 0.83-0.85x ->
+  // 0.96-1.00x; 3x3 64 @56 forward 0.78-0.82x -> 0.85-0.92x; 512 @7 forward
+  // 1.03-1.20x -> 0.98-1.01x channels_last, 1.16-1.35x -> 1.07-1.27x NCHW.
+  static constexpr int kConvVectors = 4;
 
   template <int NB = kConvVectors>
   static void conv_pixels(const ConvPixelsArgs<T>& a) {
