@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "../conv2d.h"
@@ -1283,11 +1284,8 @@ class PanelChunk {
   // Pixels [p0, p1) of `channels` planes of `plane` pixels, from origin.
   void load(const KernelsFor<T>& k, const T* planes, int64_t channels, int64_t plane, int64_t p0, int64_t p1,
             int64_t origin) {
-    const int64_t per_group = ceil_div(group_channels_, width_);
     for (int64_t i = 0; i < panels_; ++i) {
-      const int64_t group = (first_ + i) / per_group;
-      const int64_t c0 = group * group_channels_ + (first_ + i) % per_group * width_;
-      const int64_t count = std::min(width_, (group + 1) * group_channels_ - c0);
+      const auto [c0, count] = channels_of(i);
       T* out = buffer_.data() + i * panel_size_ + (p0 - origin) * width_;
       for (int64_t p = p0; p < p1;) {  // image by image
         const int64_t n = p / plane, q = p % plane, run = std::min(p1 - p, plane - q);
@@ -1297,17 +1295,16 @@ class PanelChunk {
     }
   }
 
-  // Pixels [p0, p1) of NHWC pixels of `channels` channels, from origin: each
-  // pixel read whole, in order.
+  // Pixels [p0, p1) of NHWC pixels of `channels` channels, from origin.
   void load_pixels(const T* pixels, int64_t channels, int64_t p0, int64_t p1, int64_t origin) {
-    const int64_t per_group = ceil_div(group_channels_, width_);
-    for (int64_t p = p0; p < p1; ++p) {
-      T* out = buffer_.data() + (p - origin) * width_;
-      for (int64_t i = 0; i < panels_; ++i, out += panel_size_) {
-        const int64_t group = (first_ + i) / per_group;
-        const int64_t c0 = group * group_channels_ + (first_ + i) % per_group * width_;
-        const int64_t count = std::min(width_, (group + 1) * group_channels_ - c0);
-        std::copy_n(pixels + p * channels + c0, count, out);
+    for (int64_t i = 0; i < panels_; ++i) {
+      const auto [c0, count] = channels_of(i);
+      const T* in = pixels + p0 * channels + c0;
+      T* out = buffer_.data() + i * panel_size_ + (p0 - origin) * width_;
+      for (int64_t p = p0; p < p1; ++p, in += channels, out += width_) {
+        for (int64_t c = 0; c < count; ++c) {  // a few values: a loop, not a call to memmove
+          out[c] = in[c];
+        }
       }
     }
   }
@@ -1316,6 +1313,14 @@ class PanelChunk {
   int64_t width() const { return width_; }  // elements between pixels
 
  private:
+  // Panel i's first channel in the tensor, and how many it holds.
+  std::pair<int64_t, int64_t> channels_of(int64_t i) const {
+    const int64_t per_group = ceil_div(group_channels_, width_);
+    const int64_t group = (first_ + i) / per_group;
+    const int64_t c0 = group * group_channels_ + (first_ + i) % per_group * width_;
+    return {c0, std::min(width_, (group + 1) * group_channels_ - c0)};
+  }
+
   int64_t first_, panels_, width_, group_channels_, panel_size_;
   std::vector<T> buffer_;
 };
