@@ -288,14 +288,16 @@ def assert_weight_grad_matches_torch(grad_output, x, w, padding, groups):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_weight_grad_in_several_tile_blocks_matches_torch(layout, cpu_isa):
+@pytest.mark.parametrize("in_channels,out_channels", [(40, 200), (200, 40)])
+def test_weight_grad_in_several_tile_blocks_matches_torch(in_channels, out_channels, layout, cpu_isa):
     """More weight-gradient tiles than a thread's block of partial sums holds
     (675 tiles on AVX-512, in blocks of 256), over more pixels than one fold
     (4232): every block sums every chunk, and its totals hold both the folded
-    pixels and the pending ones."""
-    x = with_layout(torch.randn(2, 40, 46, 46, dtype=torch.float64), layout)
-    w = torch.randn(200, 40, 3, 3, dtype=torch.float64)
-    grad_output = torch.randn(2, 200, 46, 46, dtype=torch.float64)
+    pixels and the pending ones. Each block loads the chunk's grad_output
+    panels again (NCHW; channels_last where output channels are broadcast)."""
+    x = with_layout(torch.randn(2, in_channels, 46, 46, dtype=torch.float64), layout)
+    w = torch.randn(out_channels, in_channels, 3, 3, dtype=torch.float64)
+    grad_output = with_layout(torch.randn(2, out_channels, 46, 46, dtype=torch.float64), layout)
     assert_weight_grad_matches_torch(grad_output, x, w, padding=1, groups=1)
 
 

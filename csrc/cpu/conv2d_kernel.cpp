@@ -1420,12 +1420,18 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // the chunks pass: a deep layer's many tiles (512 @7: 4.7 MB of sums per
   // thread) would otherwise load and store every sum from memory per chunk.
   const int64_t tiles_per_block = std::max<int64_t>(1, (int64_t{256} << 10) / (tile_size * sizeof(T)));
-  // An NCHW grad_output whose tiles fit in one block per thread: each thread
+  constexpr int64_t kPanelBlocks = 12;
+  // An NCHW grad_output whose tiles fit in a few blocks: each thread
   // transposes a chunk's pixels of the channels its tiles read into panels in
   // cache (PanelChunk), instead of the whole tensor through memory first. In
   // one process, alternating the two: the stem 14.2-14.6 -> 12.2-12.8 ms, 1x1
   // 256 -> 64 7.8-8.6 -> 7.0-7.5, LeNet conv2 0.94-0.97 -> 0.88-0.91, 64 @56
-  // 10.7-10.8 -> 10.2-10.4. Several blocks would transpose a chunk per block.
+  // 10.7-10.8 -> 10.2-10.4. Each block of tiles loads a chunk's panels
+  // again: worth it up to kPanelBlocks blocks' worth of tiles (alternating
+  // processes, against no panels: 3x3 weight gradient NCHW 256 @14 0.80-0.87x
+  // torch -> 0.87-0.95x, 128 @28 0.93-1.07x -> 0.95-1.13x; channels_last
+  // 256 @14 0.96-1.08x -> 1.06-1.10x, 128 @28 1.07-1.22x -> 1.26-1.32x; at
+  // 512 @7, 36 blocks, channels_last 1.10-1.17x -> 1.04-1.12x).
   // A channels_last grad_output whose tiles broadcast a few of each pixel's
   // channels is copied into the panels too, pixel by pixel: its lines no
   // longer crowd the input's out of L1. Alternating processes: channels_last
@@ -1437,7 +1443,8 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // instead of 24% (perf), but the copy, waiting on memory, took that back.
   const bool grad_pixels = !by_output && !grad_output.is_contiguous() &&
                            grad_output.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const bool grad_chunks = !lane_groups && (grad_output.is_contiguous() || grad_pixels) && tiles <= tiles_per_block;
+  const bool grad_chunks = !lane_groups && (grad_output.is_contiguous() || grad_pixels) &&
+                           tiles <= kPanelBlocks * tiles_per_block;
   const at::Tensor grad = grad_chunks ? grad_output
                                       : padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0,
                                                          1, 1, grad_slack);
