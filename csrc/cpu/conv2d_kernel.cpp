@@ -1420,7 +1420,6 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // the chunks pass: a deep layer's many tiles (512 @7: 4.7 MB of sums per
   // thread) would otherwise load and store every sum from memory per chunk.
   const int64_t tiles_per_block = std::max<int64_t>(1, (int64_t{256} << 10) / (tile_size * sizeof(T)));
-  constexpr int64_t kPanelBlocks = 12;
   // An NCHW grad_output whose tiles fit in a few blocks: each thread
   // transposes a chunk's pixels of the channels its tiles read into panels in
   // cache (PanelChunk), instead of the whole tensor through memory first. In
@@ -1441,6 +1440,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   // (LeNet conv2 1.33-1.37x -> 1.11-1.26x). A channels_last input is read in
   // place: copied into panels, the 1x1 layer's tiles took 19% of the samples
   // instead of 24% (perf), but the copy, waiting on memory, took that back.
+  constexpr int64_t kPanelBlocks = 12;
   const bool grad_pixels = !by_output && !grad_output.is_contiguous() &&
                            grad_output.is_contiguous(at::MemoryFormat::ChannelsLast);
   const bool grad_chunks = !lane_groups && (grad_output.is_contiguous() || grad_pixels) &&

@@ -100,7 +100,6 @@ struct Kernels {
   // Pixels per register block: as many accumulators as the registers hold
   // beside the block's weight vectors and one broadcast, or its broadcasts
   // and one weight vector.
-
   template <int NB>
   static constexpr int pixels_per_block() {
     const int fit = holds_broadcasts<NB>() ? (Registers - 1) / (NB + 1) : (Registers - NB - 2) / NB;
