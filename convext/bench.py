@@ -71,6 +71,7 @@ def default_suite():
         Case("ResNet-50 3x3 128 @28", conv, 8, 128, 28, 128, 3, 1, 1),
         Case("ResNet-50 3x3 256 @14", conv, 8, 256, 14, 256, 3, 1, 1),
         Case("ResNet-50 3x3 512 @7", conv, 8, 512, 7, 512, 3, 1, 1),
+        Case("ResNet-50 3x3/2 128 @56", conv, 8, 128, 56, 128, 3, 2, 1),  # v1.5 downsampling: strided input grad
         Case("ResNet-50 1x1 256->64 @56", conv, 8, 256, 56, 64, 1),
         Case("MobileNetV2 dw 3x3 144 @56", conv, 8, 144, 56, 144, 3, 1, 1, 1, 144),
         Case("MobileNetV2 dw 3x3/2 960 @14", conv, 8, 960, 14, 960, 3, 2, 1, 1, 960),

@@ -3,6 +3,8 @@
 // sliding window land inside the input. Plain C++ so that CUDA code can use it.
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define CONVEXT_HOST_DEVICE __host__ __device__
@@ -87,6 +89,42 @@ struct WindowAxis {
     return {begin, std::max(begin, end)};
   }
 };
+
+// The input gradient along one axis, split by phase: the positions
+// i = phase + stride * j (j < positions) are reached only by the taps k with
+// k * dilation = i + pad (mod stride), every tap_step-th tap from first_tap,
+// and position j + 1 reads the output after the one position j reads. So a
+// phase is a stride-1 correlation of grad_output by its taps, reversed, with
+// no zeros spread between the outputs: a stride-s layer's input gradient
+// costs the taps' products and nothing for the s*s - 1 zeros per output.
+struct InputPhase {
+  int64_t phase, positions;
+  int64_t first_tap, tap_step, taps;
+  int64_t dilation;      // outputs between the rows that successive taps read
+  int64_t first_output;  // the output that position 0 reads through first_tap
+
+  // The phase's kernel span, and the padding before grad_output's first
+  // output that the correlation by the reversed taps reads.
+  int64_t reach() const { return (taps - 1) * dilation; }
+  int64_t pad() const { return reach() - first_output; }
+};
+
+// The phases of axis a that some tap reaches, at most min(kernel, stride):
+// the other positions receive nothing.
+inline std::vector<InputPhase> input_phases(const WindowAxis& a) {
+  const int64_t common = std::gcd(a.stride, a.dilation), tap_step = a.stride / common;
+  std::vector<InputPhase> phases;
+  // Taps below tap_step fall on distinct phases; the others repeat them.
+  for (int64_t first_tap = 0; first_tap < std::min(a.kernel, tap_step); ++first_tap) {
+    const int64_t phase = ((first_tap * a.dilation - a.pad) % a.stride + a.stride) % a.stride;
+    if (phase < a.in_size) {
+      phases.push_back({phase, ceil_div(a.in_size - phase, a.stride), first_tap, tap_step,
+                        ceil_div(a.kernel - first_tap, tap_step), a.dilation / common,
+                        (phase + a.pad - first_tap * a.dilation) / a.stride});
+    }
+  }
+  return phases;
+}
 
 struct Conv2dShape {
   int64_t batch, in_channels, out_channels, groups;

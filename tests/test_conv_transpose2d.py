@@ -128,6 +128,24 @@ def test_lane_groups_with_bias_match_torch(width, groups, stride, layout, cpu_is
     )
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("expected", [reference.conv_transpose2d, F.conv_transpose2d], ids=["reference", "torch"])
+def test_outputs_no_tap_reaches_hold_the_bias(expected, layout, cpu_isa):
+    """With the stride past the kernel, every third output row and column
+    lies between the inputs' windows: only the bias reaches it."""
+    x = with_layout(torch.randn(2, 4, 5, 6, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    args = (3, 0, (2, 1))
+    out = convext.conv_transpose2d(x, w, b, *args)
+    assert torch.equal(out[:, :, 2::3, :], b.detach().view(1, 3, 1, 1).expand_as(out[:, :, 2::3, :]))
+    assert_same_results(
+        lambda x, w, b: convext.conv_transpose2d(x, w, b, *args),
+        lambda x, w, b: expected(x, w, b, *args),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("groups", [1, 3])
 def test_output_padding_past_the_stride_matches_torch(groups):
     """output_padding >= stride (dilation larger) adds rows no input reaches:
