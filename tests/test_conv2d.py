@@ -284,6 +284,22 @@ def test_strided_input_grad_by_phases_matches(expected, kernel, stride, padding,
     )
 
 
+@pytest.mark.parametrize("stride,dilation", [(2, 1), ((3, 2), 2), ((1, 4), 1), (20, 1)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("expected", [reference.conv2d, F.conv2d], ids=["reference", "torch"])
+def test_strided_1x1_layers_read_the_pixels_at_their_stride(expected, stride, dilation, layout, cpu_isa):
+    """An unpadded 1x1 window runs as a stride-1 layer on the pixels its
+    stride reads (sizes the stride does not divide; stride 20 fits once)."""
+    x = with_layout(torch.randn(3, 24, 13, 16, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(40, 24, 1, 1, dtype=torch.float64, requires_grad=True)
+    args = (stride, 0, dilation, 1)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, *args),
+        lambda x, w: expected(x, w, None, *args),
+        [x, w],
+    )
+
+
 @pytest.mark.parametrize("in_channels,out_channels,kernel,padding", [
     (40, 24, 1, 0),   # 1x1: narrow where a vector is a cache line (AVX-512), else wide; channels not whole tiles
     (64, 32, 1, 0),   # whole tiles, no padding: channels_last read in place

@@ -1121,10 +1121,41 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
   });
 }
 
+// A 1x1 window with no padding reads only the input pixels at its stride:
+// gathered into a tensor of their own (in `format`), they are the input of a
+// stride-1 layer, whose NCHW forward and weight gradient run on planes with
+// no transposes, where the strided layer transposed every input pixel into
+// NHWC to read one in stride_h * stride_w. AVX2, 1x1/2 256 -> 512 @56
+// against torch, alternating processes: NCHW forward 0.89-0.98x ->
+// 1.00-1.03x, weight gradient 0.80-0.83x -> 0.95-1.01x; channels_last
+// weight gradient 0.73-0.78x -> 0.83-0.89x, forward unchanged.
+struct PixelsRead {
+  Conv2dShape shape;
+  at::Tensor input;
+};
+
+std::optional<PixelsRead> strided_pointwise(const Conv2dShape& s, const at::Tensor& input,
+                                            at::MemoryFormat format) {
+  if (s.h.kernel != 1 || s.w.kernel != 1 || s.h.pad != 0 || s.w.pad != 0 || (s.h.stride == 1 && s.w.stride == 1)) {
+    return std::nullopt;
+  }
+  Conv2dShape pointwise = s;
+  for (WindowAxis* a : {&pointwise.h, &pointwise.w}) {
+    a->in_size = a->out_size;
+    a->stride = a->dilation = 1;
+  }
+  return PixelsRead{pointwise, input.slice(2, 0, (s.h.out_size - 1) * s.h.stride + 1, s.h.stride)
+                                   .slice(3, 0, (s.w.out_size - 1) * s.w.stride + 1, s.w.stride)
+                                   .contiguous(format)};
+}
+
 template <typename T>
 at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::MemoryFormat format) {
+  if (const std::optional<PixelsRead> read = strided_pointwise(s, input, format)) {
+    return conv2d_forward_simd<T>(read->shape, read->input, weight, bias, format);
+  }
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   if (use_lane_groups(c, k.lanes)) {
@@ -1382,6 +1413,9 @@ template <typename T>
 void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_output,
                                  const at::Tensor& input, const at::Tensor& grad_weight,
                                  at::MemoryFormat format) {
+  if (const std::optional<PixelsRead> read = strided_pointwise(s, input, format)) {
+    return conv2d_backward_weight_simd<T>(read->shape, grad_output, read->input, grad_weight, format);
+  }
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
   const bool lane_groups = use_lane_groups(c, k.lanes);
