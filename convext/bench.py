@@ -77,6 +77,7 @@ def default_suite():
         Case("MobileNetV2 dw 3x3/2 960 @14", conv, 8, 960, 14, 960, 3, 2, 1, 1, 960),
         Case("dilated 3x3 d2 64 @56", conv, 8, 64, 56, 64, 3, 1, 2, 2),
         Case("grouped 3x3 g32 128 @56", conv, 8, 128, 56, 128, 3, 1, 1, 1, 32),
+        Case("grouped 3x3 g32 256 @28", conv, 8, 256, 28, 256, 3, 1, 1, 1, 32),  # ResNeXt-50: 8 per group
         Case("max 3x3/2 p1 64 @112", "max", 8, 64, 112, 0, 3, 2, 1),
         Case("avg 2x2 256 @56", "avg", 8, 256, 56, 0, 2, 2, 0),
         Case("max 2x2 6 @28 (LeNet)", "max", 256, 6, 28, 0, 2, 2, 0),

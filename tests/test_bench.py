@@ -41,7 +41,7 @@ def test_bench_leaves_malloc_alone_when_asked(tmp_path):
 
 def test_default_suite_covers_the_issue_cases():
     names = [c.name for c in bench.default_suite()]
-    assert len(names) == 16 and sum(c.kind == "conv" for c in bench.default_suite()) == 13
+    assert len(names) == 17 and sum(c.kind == "conv" for c in bench.default_suite()) == 14
     assert {c.name for c in bench.default_suite() if c.image_input} == {"LeNet conv1 1->6 5x5 p2",
                                                                        "ResNet-50 stem 7x7/2"}
 

@@ -487,9 +487,10 @@ def test_depthwise_nhwc_register_blocks_match_torch(kernel, stride, width, layou
 def test_lane_groups_match_torch(width, groups, kernel, stride, padding, dilation, dtype, layout, cpu_isa):
     """Groups of 2, 4 and 8 channels on both sides, whole groups to a vector,
     each input channel reaching its group's outputs through rotations within
-    the group: vectors of channels and a partial one, rows of register blocks
-    and border pixels, stride, dilation, padding past the kernel's reach; the
-    input gradient at stride 1 by the same kernel, at stride 2 spread out; the
+    the group (a group as wide as the vector runs on the dense kernels):
+    vectors of channels and a partial one, rows of register blocks and border
+    pixels, stride, dilation, padding past the kernel's reach; the input
+    gradient at stride 1 by the same kernel, at stride 2 phase by phase; the
     weight gradient a kernel row of 3 taps per pass, other widths tap by tap."""
     channels = width * groups
     x = with_layout(torch.randn(2, channels, 9, 29, dtype=dtype), layout).requires_grad_()

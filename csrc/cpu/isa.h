@@ -209,7 +209,7 @@ struct DepthwiseArgs {
   int64_t out_w, pixel_begin, pixel_end;
   int64_t channels;       // no lane past them is read or written
   // Channels per group on both sides: 1 (depthwise), or up to
-  // kMaxLaneGroupWidth dividing the lanes (weights [kh][kw][rotation][channel],
+  // kMaxLaneGroupWidth dividing the lanes, below them (weights [kh][kw][rotation][channel],
   // see rotate_groups).
   int64_t group_width = 1;
   // Whole output vectors are written by streaming stores, past the caches

@@ -910,10 +910,10 @@ struct Kernels {
     }
   }
 
-  // Group widths 1, 2, 4, ... up to L and kMaxLaneGroupWidth; the host passes no other.
+  // Group widths 1, 2, 4, ... below L, up to kMaxLaneGroupWidth; the host passes no other.
   template <int K = 1>
   static void depthwise_pixels(const DepthwiseArgs<T>& a) {
-    if constexpr (2 * K <= L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
+    if constexpr (2 * K < L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
       if (a.group_width > K) {
         return depthwise_pixels<2 * K>(a);
       }
@@ -1137,7 +1137,7 @@ struct Kernels {
   // Kernel rows of three taps in one pass each, other widths tap by tap.
   template <int K>
   static void lane_group_weight_grad(const WeightGradArgs<T>& a) {
-    if constexpr (2 * K <= L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
+    if constexpr (2 * K < L && 2 * K <= convext::cpu::kMaxLaneGroupWidth) {
       if (a.group_width > K) {
         return lane_group_weight_grad<2 * K>(a);
       }
