@@ -236,9 +236,10 @@ struct KernelsFor {
   int lanes;              // T values per vector
   int conv_vectors;       // ConvPixelsArgs::vectors at most
   void (*conv_pixels)(const ConvPixelsArgs<T>&);
-  // Weight-gradient tiles of two vectors, and of one vector by twice the
-  // broadcasts (for a vector side of at most one vector's channels).
-  WeightGradTile<T> weight_grad_wide, weight_grad_narrow;
+  // Weight-gradient tiles of two vectors, of one vector by twice the
+  // broadcasts (for a vector side of at most one vector's channels), and of
+  // one vector by 8 (for a broadcast side of at most 8 channels too).
+  WeightGradTile<T> weight_grad_wide, weight_grad_narrow, weight_grad_short;
   void (*depthwise_pixels)(const DepthwiseArgs<T>&);  // and lane groups (group_width > 1)
   // Depthwise input gradient, gathered per input pixel over every channel: with
   // DepthwiseArgs read as input = grad_output (in_h x in_w, NHWC), output =

@@ -437,6 +437,10 @@ struct Kernels {
   // threads) the weight gradient of the 3x3 layers 128 @28 to 512 @7
   // 0.61-0.99x torch -> 0.71-1.27x, 64 @56 1.21-1.47x -> 1.37-1.74x.
   static constexpr int kWideBroadcasts = Registers >= 32 ? 8 : 6;
+  // A third, short shape for a broadcast side of at most 8 channels too (a
+  // group of 8 on AVX2): one vector by 8, the FMA latency's worth of chains
+  // on two units, none of them spent on channels the layer lacks.
+  static constexpr int kShortBroadcasts = 8;
 
   template <int TB, int TV>
   static constexpr WeightGradTile<T> weight_grad_shape() {
@@ -2275,6 +2279,7 @@ struct Kernels {
   static constexpr Out table() {
     return {L, kConvVectors, &conv_pixels<>,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
+            weight_grad_shape<kShortBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
             &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
