@@ -1339,10 +1339,26 @@ struct Kernels {
   // the same sums in the same order.
   static constexpr int kShiftedTaps = 3;
 
+  // At stride 2 the loads leave the lanes paired (even_lanes_paired: one
+  // shuffle, where in order took AVX2 two vpermd and a blend), the same way
+  // for every tap, and the sums are put in order once, as they are stored.
   template <int R, int Stride, bool Shifted>
   static void depthwise_plane_rows(const DepthwisePlaneArgs<T>& a, int64_t oh) {
     const int64_t step = Stride ? Stride : a.stride_w;
-    const auto load = [step](const T* p) { return load_step<Stride>(p, step); };
+    const auto load = [step](const T* p) {
+      if constexpr (Stride == 2) {
+        return even_lanes_paired(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+      } else {
+        return load_step<Stride>(p, step);
+      }
+    };
+    const auto in_order = [](vec x) {
+      if constexpr (Stride == 2) {
+        return paired_in_order(x, std::make_index_sequence<L>{});
+      } else {
+        return x;
+      }
+    };
     const int64_t row_step = a.stride_h * a.in_w;
     for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
       const int64_t first = ow + 2 * L <= a.out_w ? ow : a.out_w >= 2 * L ? a.out_w - 2 * L : 0;
@@ -1388,8 +1404,8 @@ struct Kernels {
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        V::store(a.output + (oh + r) * a.out_w + first, acc[r][0]);
-        V::store(a.output + (oh + r) * a.out_w + second, acc[r][1]);
+        V::store(a.output + (oh + r) * a.out_w + first, in_order(acc[r][0]));
+        V::store(a.output + (oh + r) * a.out_w + second, in_order(acc[r][1]));
       }
     }
   }
