@@ -30,42 +30,39 @@ namespace {
 
 // src (N, C, H, W) in any layout, as an NHWC (nhwc) or NCHW buffer of
 // (height x width) images with zeros around: row i of src lands on row
-// pad_top + i * step_h, rows outside are dropped (negative padding crops);
-// likewise for columns. `slack` zeros follow, for kernels that load a vector
+// pad_top + i, rows outside are dropped (negative padding crops); likewise
+// for columns. `slack` zeros follow, for kernels that load a vector
 // past the last element.
 template <typename T>
 at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhwc, int64_t height,
-                         int64_t width, int64_t pad_top, int64_t pad_left, int64_t step_h,
-                         int64_t step_w, int64_t slack) {
+                         int64_t width, int64_t pad_top, int64_t pad_left, int64_t slack) {
   const int64_t batch = src.size(0), channels = src.size(1);
-  const bool spread = step_h > 1 || step_w > 1;
   const at::MemoryFormat format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  // Already the buffer: in this layout, unpadded, nothing to spread out.
-  if (!spread && slack == 0 && pad_top == 0 && pad_left == 0 && src.size(2) == height &&
+  // Already the buffer: in this layout, unpadded.
+  if (slack == 0 && pad_top == 0 && pad_left == 0 && src.size(2) == height &&
       src.size(3) == width && src.is_contiguous(format)) {
     return (nhwc ? src.permute({0, 2, 3, 1}) : src).reshape({-1});
   }
   const int64_t size = batch * height * width * channels;
-  // Zeroed at once where the copy leaves strided gaps or (NCHW) many short
-  // border runs; otherwise only the border below.
-  const bool zeroed = spread || !nhwc;
+  // Zeroed at once where the copy leaves (NCHW) many short border runs;
+  // otherwise only the border below.
+  const bool zeroed = !nhwc;
   at::Tensor buffer = zeroed ? at::zeros({size + slack}, src.options())
                              : at::empty({size + slack}, src.options());
   // The buffer's images as (N, C, H, W), whatever their layout.
   const at::Tensor flat = buffer.narrow(0, 0, size);
   const at::Tensor image = nhwc ? flat.view({batch, height, width, channels}).permute({0, 3, 1, 2})
                                 : flat.view({batch, channels, height, width});
-  const auto placed = [](int64_t count, int64_t pad, int64_t step, int64_t extent) {
+  const auto placed = [](int64_t count, int64_t pad, int64_t extent) {
     // Source indices [first, last) that land inside [0, extent).
-    const int64_t first = pad < 0 ? ceil_div(-pad, step) : 0;
-    const int64_t last = std::min(count, extent - pad > 0 ? ceil_div(extent - pad, step) : 0);
+    const int64_t first = pad < 0 ? -pad : 0;
+    const int64_t last = std::min(count, extent - pad);
     return Range{first, std::max(first, last)};
   };
-  const Range rows = placed(src.size(2), pad_top, step_h, height);
-  const Range cols = placed(src.size(3), pad_left, step_w, width);
-  const int64_t top = pad_top + rows.begin * step_h, left = pad_left + cols.begin * step_w;
-  const int64_t bottom = rows.end > rows.begin ? pad_top + (rows.end - 1) * step_h + 1 : top;
-  const int64_t right = cols.end > cols.begin ? pad_left + (cols.end - 1) * step_w + 1 : left;
+  const Range rows = placed(src.size(2), pad_top, height);
+  const Range cols = placed(src.size(3), pad_left, width);
+  const int64_t top = pad_top + rows.begin, left = pad_left + cols.begin;
+  const int64_t bottom = pad_top + rows.end, right = pad_left + cols.end;
   if (!zeroed) {  // zero only what the copy below leaves: the border and the slack
     image.slice(2, 0, top).zero_();
     image.slice(2, bottom, height).zero_();
@@ -74,7 +71,7 @@ at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhw
     buffer.narrow(0, size, slack).zero_();
   }
   if (bottom > top && right > left) {
-    copy_into<T>(k, image.slice(2, top, bottom, step_h).slice(3, left, right, step_w),
+    copy_into<T>(k, image.slice(2, top, bottom).slice(3, left, right),
                  src.slice(2, rows.begin, rows.end).slice(3, cols.begin, cols.end));
   }
   return buffer;
@@ -697,10 +694,10 @@ constexpr int64_t kMinPointwisePixels = 512;
 
 template <typename T>
 bool use_pointwise_planes(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, int64_t pad_top,
-                          int64_t pad_left, int64_t step_h, int64_t step_w, at::MemoryFormat format) {
+                          int64_t pad_left, at::MemoryFormat format) {
   return format == at::MemoryFormat::Contiguous && !c.depthwise() && !use_planar(c, k) && c.kernel_h == 1 &&
-         c.kernel_w == 1 && c.stride_h == 1 && c.stride_w == 1 && pad_top == 0 && pad_left == 0 && step_h == 1 &&
-         step_w == 1 && src.size(2) == c.in_h && src.size(3) == c.in_w && c.in_h * c.in_w >= kMinPointwisePixels;
+         c.kernel_w == 1 && c.stride_h == 1 && c.stride_w == 1 && pad_top == 0 && pad_left == 0 &&
+         src.size(2) == c.in_h && src.size(3) == c.in_w && c.in_h * c.in_w >= kMinPointwisePixels;
 }
 
 // Runs pointwise convolution c over NCHW src; `transposed` as for pack_weight.
@@ -784,10 +781,10 @@ struct TapPlanes {
 constexpr int64_t kMaxTapPlaneBytes = int64_t{512} << 10;
 
 template <typename T>
-bool use_tap_planes(const KernelsFor<T>& k, const ConvNhwc& c, const TapPlanes& t, int64_t step_h, int64_t step_w) {
+bool use_tap_planes(const KernelsFor<T>& k, const ConvNhwc& c, const TapPlanes& t) {
   const int64_t taps = c.kernel_h * c.kernel_w;
   return !c.depthwise() && !use_planar(c, k) && taps > 1 && c.stride_h == 1 && c.stride_w == 1 &&
-         step_h == 1 && step_w == 1 && c.out_per_group * taps * t.plane * int64_t{sizeof(T)} <= kMaxTapPlaneBytes &&
+         c.out_per_group * taps * t.plane * int64_t{sizeof(T)} <= kMaxTapPlaneBytes &&
          4 * t.vector_ops(c, k.lanes, k.pointwise_block) <= 3 * TapPlanes::nhwc_vector_ops(c, k.lanes);
 }
 
@@ -802,7 +799,7 @@ at::Tensor tap_planes(const KernelsFor<T>& k, const ConvNhwc& c, const TapPlanes
   const at::Tensor packed = pack_pointwise_rows<T>(weight, c, transposed, block);  // P's rows
   const at::Tensor dense_bias = bias ? bias->contiguous() : at::Tensor();
   const int64_t src_h = src.size(2), src_w = src.size(3), src_plane = src_h * src_w;
-  const at::Tensor planes = padded_buffer<T>(k, src, false, src_h, src_w, 0, 0, 1, 1, 0);
+  const at::Tensor planes = padded_buffer<T>(k, src, false, src_h, src_w, 0, 0, 0);
   at::Tensor result = at::empty({c.batch, c.out_channels(), c.out_h, c.out_w}, weight.options());
   const T* x = planes.const_data_ptr<T>();
   T* out = result.mutable_data_ptr<T>();
@@ -946,7 +943,7 @@ void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, con
 }
 
 // Runs convolution c on src, placed in a buffer as the kernels read it (row i
-// of src at pad_top + i * step_h, likewise columns), and returns the result in
+// of src at pad_top + i, likewise columns), and returns the result in
 // torch's layout: the lane-group kernels where they apply, planar kernels on
 // NCHW planes when channel lanes would be mostly empty, the dense NHWC
 // kernels otherwise, in either layout: sources are transposed in, results
@@ -955,20 +952,19 @@ void depthwise_planes_weight_grad(const KernelsFor<T>& k, const ConvNhwc& c, con
 // dense NHWC kernels with 4 of 16 lanes in use).
 template <typename T>
 at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src,
-                    int64_t pad_top, int64_t pad_left, int64_t step_h, int64_t step_w,
-                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                    bool transposed, at::MemoryFormat format) {
-  if (use_pointwise_planes(k, c, src, pad_top, pad_left, step_h, step_w, format)) {
+                    int64_t pad_top, int64_t pad_left, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, bool transposed, at::MemoryFormat format) {
+  if (use_pointwise_planes(k, c, src, pad_top, pad_left, format)) {
     return pointwise_planes<T>(k, c, src, weight, bias, transposed);
   }
   const TapPlanes taps(c, src.size(2), src.size(3), pad_top, pad_left, k.lanes);
-  if (use_tap_planes(k, c, taps, step_h, step_w)) {
+  if (use_tap_planes(k, c, taps)) {
     return in_layout<T>(k, tap_planes<T>(k, c, taps, src, weight, bias, transposed), format);
   }
   const bool lane_groups = use_lane_groups(c, k.lanes);  // which the two above exclude
   const bool planar = !lane_groups && use_planar(c, k);
   const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
-                                             step_h, step_w, planar ? planar_slack(c.stride_w, k.lanes) : 0);
+                                             planar ? planar_slack(c.stride_w, k.lanes) : 0);
   const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
@@ -1040,7 +1036,7 @@ template <typename T>
 at::Tensor lane_group_conv(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, bool transposed, at::MemoryFormat format) {
   if (format != at::MemoryFormat::Contiguous) {
-    return convolve<T>(k, c, src, 0, 0, 1, 1, weight, bias, transposed, format);
+    return convolve<T>(k, c, src, 0, 0, weight, bias, transposed, format);
   }
   if (use_depthwise_planes(c, k.lanes, format)) {
     return depthwise_planes<T>(k, c, src, weight, bias, transposed);
@@ -1062,11 +1058,11 @@ void conv2d_backward_weight_planar(const KernelsFor<T>& k, const Conv2dShape& s,
                                    const at::Tensor& grad_weight) {
   const int64_t in_g = s.in_per_group(), out_g = s.out_per_group();
   const int64_t in_h = s.h.in_size + 2 * s.h.pad, in_w = s.w.in_size + 2 * s.w.pad;
-  const at::Tensor x = padded_buffer<T>(k, input, false, in_h, in_w, s.h.pad, s.w.pad, 1, 1,
+  const at::Tensor x = padded_buffer<T>(k, input, false, in_h, in_w, s.h.pad, s.w.pad,
                                         planar_slack(s.w.stride, k.lanes));
   // Rows of at least a vector are read in place; shorter ones read a vector
   // past their end, so a copy gets that slack.
-  const at::Tensor gy = padded_buffer<T>(k, grad_output, false, s.h.out_size, s.w.out_size, 0, 0, 1, 1,
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, false, s.h.out_size, s.w.out_size, 0, 0,
                                          s.w.out_size >= k.lanes ? 0 : k.lanes);
   const T* xs = x.const_data_ptr<T>();
   const T* g_data = gy.const_data_ptr<T>();
@@ -1168,7 +1164,7 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
     const ConvNhwc unpadded = c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad);
     return lane_group_conv<T>(k, unpadded, input, weight, bias, false, format);
   }
-  return convolve<T>(k, c, input, s.h.pad, s.w.pad, 1, 1, weight, bias, false, format);
+  return convolve<T>(k, c, input, s.h.pad, s.w.pad, weight, bias, false, format);
 }
 
 // Depthwise input gradient, gathered per input pixel from grad_output: NCHW
@@ -1192,7 +1188,7 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   if (format == at::MemoryFormat::Contiguous && s.w.in_size < k.lanes) {
     return depthwise_tiles<T>(k, k.depthwise_input_grad, geometry, grad_output, s.h.in_size, weight.options());
   }
-  const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 1, 1, 0);
+  const at::Tensor gy = padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0, 0);
   at::Tensor grad_input = empty_nhwc({s.batch, channels, s.h.in_size, s.w.in_size}, weight);
   constexpr int64_t kRun = 72;
   const int64_t pixels = s.h.in_size * s.w.in_size, runs = ceil_div(pixels, kRun);
@@ -1231,8 +1227,8 @@ at::Tensor input_gradient_by_phases(const KernelsFor<T>& k, const Conv2dShape& s
   const auto convolve_phase = [&](const InputPhase& h, const InputPhase& w) {
     const at::Tensor taps =
         weight.slice(2, h.first_tap, s.h.kernel, h.tap_step).slice(3, w.first_tap, s.w.kernel, w.tap_step);
-    return convolve<T>(k, ConvNhwc::input_gradient(s, h, w), grad_output, h.pad(), w.pad(), 1, 1, taps, bias,
-                       true, format);
+    return convolve<T>(k, ConvNhwc::input_gradient(s, h, w), grad_output, h.pad(), w.pad(), taps, bias, true,
+                       format);
   };
   const auto positions = [](const std::vector<InputPhase>& phases) {
     int64_t sum = 0;
@@ -1541,7 +1537,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
                            tiles <= kPanelBlocks * tiles_per_block;
   const at::Tensor grad = grad_chunks ? grad_output
                                       : padded_buffer<T>(k, grad_output, true, s.h.out_size, s.w.out_size, 0, 0,
-                                                         1, 1, grad_slack);
+                                                         grad_slack);
   const T* gy = grad.const_data_ptr<T>();
   // Likewise an NCHW input whose pixels are the output's (1x1, stride 1, no
   // padding, and as many pixels: a window that fits once has stride 1 whatever
@@ -1555,7 +1551,7 @@ void conv2d_backward_weight_simd(const Conv2dShape& s, const at::Tensor& grad_ou
   const at::Tensor input_buffer =
       input_chunks ? input
                    : padded_buffer<T>(k, input, true, buffer_h, buffer_w, lane_groups ? 0 : s.h.pad,
-                                      lane_groups ? 0 : s.w.pad, 1, 1, input_slack);
+                                      lane_groups ? 0 : s.w.pad, input_slack);
   const T* x = input_buffer.const_data_ptr<T>();
   const int64_t out_plane = s.h.out_size * s.w.out_size;
   const auto tile_of = [&](int64_t t) {

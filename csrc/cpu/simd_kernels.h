@@ -1339,26 +1339,12 @@ struct Kernels {
   // the same sums in the same order.
   static constexpr int kShiftedTaps = 3;
 
-  // At stride 2 the loads leave the lanes paired (even_lanes_paired: one
-  // shuffle, where in order took AVX2 two vpermd and a blend), the same way
-  // for every tap, and the sums are put in order once, as they are stored.
+  // At stride 2 the loads leave the lanes paired (load_step_paired), the same
+  // way for every tap, and the sums are put in order once, as they are stored.
   template <int R, int Stride, bool Shifted>
   static void depthwise_plane_rows(const DepthwisePlaneArgs<T>& a, int64_t oh) {
     const int64_t step = Stride ? Stride : a.stride_w;
-    const auto load = [step](const T* p) {
-      if constexpr (Stride == 2) {
-        return even_lanes_paired(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
-      } else {
-        return load_step<Stride>(p, step);
-      }
-    };
-    const auto in_order = [](vec x) {
-      if constexpr (Stride == 2) {
-        return paired_in_order(x, std::make_index_sequence<L>{});
-      } else {
-        return x;
-      }
-    };
+    const auto load = [step](const T* p) { return load_step_paired<Stride>(p, step); };
     const int64_t row_step = a.stride_h * a.in_w;
     for (int64_t ow = 0; ow < a.out_w; ow += 2 * L) {
       const int64_t first = ow + 2 * L <= a.out_w ? ow : a.out_w >= 2 * L ? a.out_w - 2 * L : 0;
@@ -1404,8 +1390,8 @@ struct Kernels {
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        V::store(a.output + (oh + r) * a.out_w + first, in_order(acc[r][0]));
-        V::store(a.output + (oh + r) * a.out_w + second, in_order(acc[r][1]));
+        V::store(a.output + (oh + r) * a.out_w + first, step_in_order<Stride>(acc[r][0]));
+        V::store(a.output + (oh + r) * a.out_w + second, step_in_order<Stride>(acc[r][1]));
       }
     }
   }
@@ -1672,6 +1658,26 @@ struct Kernels {
     return __builtin_shufflevector(x, x, paired_lane(I)...);
   }
 
+  // load_step, but at stride 2 with the lanes paired (one shuffle, where in
+  // order took AVX2 two vpermd and a blend): for sums and maxima, which
+  // step_in_order puts in order once, not once a load.
+  template <int Stride>
+  static vec load_step_paired(const T* p, int64_t step) {
+    if constexpr (Stride == 2) {
+      return even_lanes_paired(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+    } else {
+      return load_step<Stride>(p, step);
+    }
+  }
+  template <int Stride, typename W>
+  static W step_in_order(W x) {
+    if constexpr (Stride == 2) {
+      return paired_in_order(x, std::make_index_sequence<L>{});
+    } else {
+      return x;
+    }
+  }
+
   // A pooling vector's lanes. ChannelLanes: CV * L channels of one output
   // pixel, CV vectors side by side to keep several loads in flight (C >= L).
   // PlaneLanes: CV * L neighbouring outputs of full windows in a row of an
@@ -1719,19 +1725,14 @@ struct Kernels {
 
     vec load(const T* window, int v) const {
       if constexpr (Stride == 2) {
-        const T* p = window + v * 2 * L;
-        return even_lanes_paired(V::load(p), V::load(p + L - 1), std::make_index_sequence<L>{});
+        return load_step_paired<2>(window + v * 2 * L, 2);
       } else {
         return load_strided(window + v * L * step, step);
       }
     }
     template <typename W>
     static W in_order(W x) {
-      if constexpr (Stride == 2) {
-        return paired_in_order(x, std::make_index_sequence<L>{});
-      } else {
-        return x;
-      }
+      return step_in_order<Stride>(x);
     }
     const index_vec& columns() const { return first_of; }
     int64_t first_column(int v) const { return v * L * step; }
