@@ -198,6 +198,22 @@ def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, smal
     )
 
 
+@pytest.mark.parametrize("height,width", [(13, 17), (33, 31)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_one_image_in_runs_of_even_length_matches_torch(height, width, layout, cpu_isa):
+    """One image's output pixels split into runs of equal length rounded up
+    to 4, the last one shorter: 221 pixels as 112 + 109, 1023 as 7 x 128 +
+    127; the forward and the input gradient run on them."""
+    x = with_layout(torch.randn(1, 20, height, width, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(24, 20, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(24, dtype=torch.float64, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, 1, 1),
+        lambda x, w, b: F.conv2d(x, w, b, 1, 1),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("groups,out_channels,padding", [(1, 19, 0), (1, 19, 1), (5, 40, 2), (35, 35, 1)])

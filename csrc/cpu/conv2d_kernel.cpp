@@ -465,16 +465,23 @@ at::Tensor pack_weight(const WeightPacker<T>& packer, const at::TensorOptions& o
 // thread's NHWC tile and transposed into the planes from cache, instead of a
 // pass over the whole output after. Work items: (image or group of small
 // images, run of output pixels, channel block), the block fastest so that
-// neighbouring items share their input pixels in cache. 144 pixels: a whole
-// number of register blocks of every kernel width and of 16-lane transposes
-// (72 left 8 pixels of each run to the transpose's element-by-element edge;
-// the stem's NCHW forward took 6.7-7.1 ms with 72, 5.8-6.1 with 144).
+// neighbouring items share their input pixels in cache. Runs of up to 144
+// pixels: a whole number of register blocks of every kernel width and of
+// 16-lane transposes (72 left 8 pixels of each run to the transpose's
+// element-by-element edge; the stem's NCHW forward took 6.7-7.1 ms with 72,
+// 5.8-6.1 with 144).
 template <typename T>
 void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                    bool transposed, int64_t group_width, bool nchw_output, T* output) {
   constexpr int64_t kRun = 144;
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
+  // Runs of even length (to 4 pixels), not kRun and a short last one: with a
+  // batch of 1 the threads split the runs, and 14 x 14 pixels as 144 + 52 gave
+  // one thread nearly three times the other's work (3x3 256 @14 forward at batch 1, AVX2,
+  // alternating processes: channels_last 0.64-0.70x torch -> 0.95x, NCHW
+  // 0.83-0.87x -> 0.92-1.08x, input gradient 0.79-0.86x -> 0.94-1.04x).
+  const int64_t run_length = ceil_div(ceil_div(pixels, std::max<int64_t>(1, runs)), 4) * 4;
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
   const Blocking blocking = Blocking::of(c, k.lanes, k.conv_vectors, sizeof(T));
@@ -519,7 +526,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
     const int64_t block = item % blocks, run = item / blocks % runs;
     const int64_t first_image = item / (blocks * runs) * images_per_item;
     const int64_t last_image = std::min(c.batch, first_image + images_per_item);
-    const int64_t pixel_begin = run * kRun, pixel_end = std::min(pixels, pixel_begin + kRun);
+    const int64_t pixel_begin = run * run_length, pixel_end = std::min(pixels, pixel_begin + run_length);
     if (lane_groups) {
       DepthwiseArgs<T> a{input + first_image * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
                          c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
@@ -558,8 +565,8 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input,
                   channels);
     }
   };
-  const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, kRun) * blocking.width : 0;
-  parallel_ranges(image_groups * runs * blocks, images_per_item * kRun * block_weights,
+  const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, run_length) * blocking.width : 0;
+  parallel_ranges(image_groups * runs * blocks, images_per_item * run_length * block_weights,
                   [&](int64_t begin, int64_t end) {
                     Buffers buffers{std::vector<T>(tile_size),
                                     std::vector<T>(pack_in_items ? packer.chunk_size() : 0),
