@@ -200,7 +200,7 @@ def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, smal
 
 @pytest.mark.parametrize("height,width", [(13, 17), (33, 31)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_one_image_in_runs_of_even_length_matches_torch(height, width, layout, cpu_isa):
+def test_one_image_in_runs_of_equal_length_matches_torch(height, width, layout, cpu_isa):
     """One image's output pixels split into runs of equal length rounded up
     to 4, the last one shorter: 221 pixels as 112 + 109, 1023 as 7 x 128 +
     127; the forward and the input gradient run on them."""

@@ -493,7 +493,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bo
                    bool transposed, int64_t group_width, bool nchw_output, T* output) {
   constexpr int64_t kRun = 144;
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
-  // Runs of even length (to 4 pixels), not kRun and a short last one: with a
+  // Runs of equal length (rounded up to 4 pixels), not kRun and a short last one: with a
   // batch of 1 the threads split the runs, and 14 x 14 pixels as 144 + 52 gave
   // one thread nearly three times the other's work (3x3 256 @14 forward at batch 1, AVX2,
   // alternating processes: channels_last 0.64-0.70x torch -> 0.95x, NCHW
