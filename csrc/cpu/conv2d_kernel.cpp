@@ -78,9 +78,9 @@ at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhw
 }
 
 // The groups of an NCHW tensor t as images of their own, (N * G, C / G, H, W),
-// for dense kernels on few channels per group: a view, whose NHWC buffer
-// holds each image's groups one after another, a group's pixels side by
-// side, where an NHWC copy of t puts a group's few channels every C. On
+// for the dense kernels' grouped layers: a view, whose NHWC buffer holds each
+// image's groups one after another, a group's pixels side by side, where an
+// NHWC copy of t puts a group's channels every C. On
 // AVX2, alternating processes against torch, ResNeXt's 3x3 8 x 256 g32 NCHW
 // @28: forward 0.88-0.91x -> 1.03-1.10x, input gradient 0.69-0.81x ->
 // 0.93-1.09x, weight gradient 0.76-0.86x -> 0.93-1.21x; @56 forward
