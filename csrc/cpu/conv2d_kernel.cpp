@@ -84,7 +84,7 @@ at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhw
 // AVX2, alternating processes against torch, ResNeXt's 3x3 8 x 256 g32 NCHW
 // @28: forward 0.88-0.91x -> 1.03-1.10x, input gradient 0.69-0.81x ->
 // 0.93-1.09x, weight gradient 0.76-0.86x -> 0.93-1.21x; @56 forward
-// 0.86-0.91x -> 1.09-1.23x; 32 x 512 g4 @14 weight gradient 0.88-0.94x ->
+// 0.86-0.91x -> 1.09-1.23x; 64 x 256 g4 @14 weight gradient 0.88-0.94x ->
 // 0.98-1.05x; 2 groups of 64 within noise.
 std::optional<at::Tensor> groups_as_images(const at::Tensor& t, int64_t groups) {
   if (groups == 1 || !t.is_contiguous()) {
