@@ -273,23 +273,28 @@ def test_few_input_channels_match_torch(in_channels, kernel, stride, padding, di
     )
 
 
-@pytest.mark.parametrize("kernel,stride,padding,dilation", [
-    (3, 2, 1, 1),                         # ResNet's downsampling 3x3: phases of 2x2, 2x1, 1x2 and 1x1 taps
-    (1, 2, 0, 1),                         # one phase; three positions in four get no gradient
-    (7, 2, 3, 1),                         # the stem's window
-    (2, 3, 0, 1),                         # stride past the kernel: a phase no tap reaches
-    ((3, 5), (2, 3), (0, 2), (2, 2)),     # dilation sharing a factor with the stride: every tap in one phase
-    (3, 3, 1, 2),                         # taps 0, 1, 2 in phases 2, 1, 0
-    ((4, 3), (4, 2), (3, 1), (1, 3)),     # padding past a phase's first output
+@pytest.mark.parametrize("kernel,stride,padding,dilation,size", [
+    (3, 2, 1, 1, (13, 16)),                         # ResNet's downsampling 3x3: phases of 2x2, 2x1, 1x2 and 1x1 taps
+    (1, 2, 0, 1, (13, 16)),                         # one phase; three positions in four get no gradient
+    (7, 2, 3, 1, (13, 16)),                         # the stem's window
+    (2, 3, 0, 1, (13, 16)),                         # stride past the kernel: a phase no tap reaches
+    ((3, 5), (2, 3), (0, 2), (2, 2), (13, 16)),     # dilation sharing a factor with the stride: every tap in one phase
+    (3, 3, 1, 2, (13, 16)),                         # taps 0, 1, 2 in phases 2, 1, 0
+    ((4, 3), (4, 2), (3, 1), (1, 3), (13, 16)),     # padding past a phase's first output
+    # Several bands of rows (the last one short) on the dense kernels:
+    (3, 2, 1, 1, (37, 41)),
+    ((5, 3), (3, 2), (2, 1), (1, 2), (37, 41)),     # phases of unequal taps and positions on both axes
 ])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("expected", [reference.conv2d, F.conv2d], ids=["reference", "torch"])
-def test_strided_input_grad_by_phases_matches(expected, kernel, stride, padding, dilation, groups, layout, cpu_isa):
+def test_strided_input_grad_by_phases_matches(expected, kernel, stride, padding, dilation, size, groups, layout,
+                                              cpu_isa):
     """A strided layer's input gradient runs phase by phase (positions that
     share their taps), each a stride-1 convolution of grad_output written to
-    its strided slice of grad_input, the positions no tap reaches zero."""
-    x = with_layout(torch.randn(2, 6 * groups, 13, 16, dtype=torch.float64), layout).requires_grad_()
+    every stride-th row and column of grad_input (on the dense kernels all
+    phases band by band of rows), the positions no tap reaches zero."""
+    x = with_layout(torch.randn(2, 6 * groups, *size, dtype=torch.float64), layout).requires_grad_()
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     w = torch.randn(10 * groups, 6, kh, kw, dtype=torch.float64, requires_grad=True)
     args = (stride, padding, dilation, groups)

@@ -146,6 +146,22 @@ def test_outputs_no_tap_reaches_hold_the_bias(expected, layout, cpu_isa):
     )
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dense_phases_in_bands_start_from_the_bias(groups, layout, cpu_isa):
+    """Stride 2 with channels for the dense kernels: the four phases run band
+    by band of output rows into their places, each adding the bias once."""
+    x = with_layout(torch.randn(2, 10 * groups, 19, 21, dtype=torch.float64), layout).requires_grad_()
+    w = torch.randn(10 * groups, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6 * groups, dtype=torch.float64, requires_grad=True)
+    args = (2, 1, 1, groups)
+    assert_same_results(
+        lambda x, w, b: convext.conv_transpose2d(x, w, b, *args),
+        lambda x, w, b: F.conv_transpose2d(x, w, b, *args),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("groups", [1, 3])
 def test_output_padding_past_the_stride_matches_torch(groups):
     """output_padding >= stride (dilation larger) adds rows no input reaches:

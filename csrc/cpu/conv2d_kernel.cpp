@@ -475,25 +475,113 @@ at::Tensor pack_weight(const WeightPacker<T>& packer, const at::TensorOptions& o
   return packed;
 }
 
-// Runs convolution c over an NHWC input buffer (group_images: of
-// groups_as_images) into an NHWC output, on the
-// lane-group kernels when group_width > 0, or, with nchw_output (dense
-// kernels only), into an NCHW one: an item's block is summed in a
-// thread's NHWC tile and transposed into the planes from cache, instead of a
-// pass over the whole output after. Work items: (image or group of small
-// images, run of output pixels, channel block), the block fastest so that
-// neighbouring items share their input pixels in cache. Runs of up to 144
-// pixels: a whole number of register blocks of every kernel width and of
-// 16-lane transposes (72 left 8 pixels of each run to the transpose's
+// Where a dense kernel call reads its input and writes its output.
+template <typename T>
+struct NhwcInput {
+  const T* data;  // the buffer's image 0, pixel (0, 0), channel 0
+  int64_t image, row, pixel, group;  // elements between images, rows, pixels and groups
+
+  // An NHWC buffer of c (group_images: of groups_as_images): a group's
+  // channels after another's in each pixel, or, as images of their own, a
+  // group's pixels after another's.
+  static NhwcInput of(const ConvNhwc& c, const T* data, bool group_images) {
+    const int64_t pixel = group_images ? c.in_per_group : c.in_channels();
+    return {data, c.in_h * c.in_w * c.in_channels(), c.in_w * pixel, pixel,
+            group_images ? c.in_h * c.in_w * c.in_per_group : c.in_per_group};
+  }
+};
+
+template <typename T>
+struct PixelPlacement {
+  T* data;                     // the first pixel's output, at the block's first channel
+  int64_t pixel, row, image;  // elements between output pixels, rows and images
+};
+
+// Dense convolution c's blocks of output channels (Blocking) with their
+// packed weights and bias: packed up front, or, pack_in_items, by the thread
+// that runs a block, chunk by chunk into its cache.
+template <typename T>
+class DenseBlocks {
+ public:
+  DenseBlocks(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& weight,
+              const std::optional<at::Tensor>& bias, bool transposed, bool pack_in_items)
+      : k_(k), c_(c), blocking_(Blocking::of(c, k.lanes, k.conv_vectors, sizeof(T))),
+        packer_(k, weight, c, blocking_, transposed), pack_in_items_(pack_in_items),
+        packed_(pack_in_items ? at::Tensor() : pack_weight<T>(packer_, weight.options())),
+        packed_bias_(bias_per_group(bias, c.groups, blocking_.per_group * blocking_.width, weight.options())) {}
+
+  const ConvNhwc& shape() const { return c_; }
+  int64_t count() const { return c_.groups * blocking_.per_group; }
+  int64_t width() const { return blocking_.width; }
+  int64_t block_weights() const { return packer_.block_size(); }
+  int64_t first_channel(int64_t block) const {
+    return block / blocking_.per_group * c_.out_per_group + block % blocking_.per_group * blocking_.width;
+  }
+  int64_t channels(int64_t block) const {
+    return std::min(blocking_.width, c_.out_per_group - block % blocking_.per_group * blocking_.width);
+  }
+
+  // A thread's buffers for blocks that it packs itself.
+  struct Scratch {
+    std::vector<T> weights, packer;
+  };
+  Scratch scratch() const {
+    return {std::vector<T>(pack_in_items_ ? packer_.chunk_size() : 0),
+            std::vector<T>(pack_in_items_ ? packer_.scratch_size() : 0)};
+  }
+
+  // Block `block` of output pixels [begin, end) (flat over images), every
+  // chunk of input channels in turn.
+  void run(int64_t block, const NhwcInput<T>& in, const PixelPlacement<T>& out, int64_t begin, int64_t end,
+           Scratch& scratch) const {
+    const int64_t g = block / blocking_.per_group;
+    const T* bias = packed_bias_.defined() ? packed_bias_.const_data_ptr<T>() + block * blocking_.width : nullptr;
+    for (int64_t chunk = 0; chunk < blocking_.chunks; ++chunk) {
+      const int64_t first_ic = chunk * blocking_.chunk;
+      const T* weights = pack_in_items_ ? scratch.weights.data()
+                                        : packed_.const_data_ptr<T>() + block * block_weights() +
+                                              chunk * packer_.chunk_size();
+      if (pack_in_items_) {
+        packer_.pack(block, chunk, scratch.weights.data(), scratch.packer.data());
+      }
+      k_.conv_pixels({in.data + g * in.group + first_ic, in.image, in.row, in.pixel,
+                      std::min(blocking_.chunk, c_.in_per_group - first_ic), c_.kernel_h, c_.kernel_w,
+                      c_.stride_h, c_.stride_w, c_.dilation_h, c_.dilation_w, weights, bias, out.data, out.pixel,
+                      out.row, out.image, c_.out_w, c_.out_h * c_.out_w, begin, end, channels(block),
+                      blocking_.vectors, chunk > 0});
+    }
+  }
+
+ private:
+  const KernelsFor<T>& k_;
+  const ConvNhwc c_;
+  const Blocking blocking_;
+  const WeightPacker<T> packer_;
+  const bool pack_in_items_;
+  const at::Tensor packed_, packed_bias_;
+};
+
+// Output pixels per work item of the dense and lane-group kernels, at most:
+// a whole number of register blocks of every kernel width and of 16-lane
+// transposes (72 left 8 pixels of each run to the transpose's
 // element-by-element edge; the stem's NCHW forward took 6.7-7.1 ms with 72,
 // 5.8-6.1 with 144).
+constexpr int64_t kPixelRun = 144;
+
+// Runs convolution c over an NHWC input buffer (group_images: of
+// groups_as_images) into an NHWC output, on the lane-group kernels when
+// group_width > 0, or, with nchw_output (dense kernels only), into an NCHW
+// one: an item's block is summed in a thread's NHWC tile and transposed into
+// the planes from cache, instead of a pass over the whole output after. Work
+// items: (image or group of small images, run of output pixels, channel
+// block), the block fastest so that neighbouring items share their input
+// pixels in cache.
 template <typename T>
 void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bool group_images,
                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                    bool transposed, int64_t group_width, bool nchw_output, T* output) {
-  constexpr int64_t kRun = 144;
-  const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kRun);
-  // Runs of equal length (rounded up to 4 pixels), not kRun and a short last one: with a
+  const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kPixelRun);
+  // Runs of equal length (rounded up to 4 pixels), not kPixelRun and a short last one: with a
   // batch of 1 the threads split the runs, and 14 x 14 pixels as 144 + 52 gave
   // one thread nearly three times the other's work (3x3 256 @14 forward at batch 1, AVX2,
   // alternating processes: channels_last 0.64-0.70x torch -> 0.95x, NCHW
@@ -501,21 +589,31 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bo
   const int64_t run_length = ceil_div(ceil_div(pixels, std::max<int64_t>(1, runs)), 4) * 4;
   const int64_t in_c = c.in_channels(), out_c = c.out_channels();
   const int64_t image_in = c.in_h * c.in_w * in_c, image_out = pixels * out_c;
-  const int64_t input_pixel = group_images ? c.in_per_group : in_c;
-  const int64_t input_group = group_images ? c.in_h * c.in_w * c.in_per_group : c.in_per_group;
-  const Blocking blocking = Blocking::of(c, k.lanes, k.conv_vectors, sizeof(T));
-  // Lane groups: one block of every channel, across groups, swept pixel by pixel.
-  const bool lane_groups = group_width > 0;
-  const int64_t lane_channels = ceil_div(out_c, k.lanes) * k.lanes;
-  const int64_t blocks = lane_groups ? 1 : c.groups * blocking.per_group;
-  const int64_t block_width = lane_groups ? lane_channels : blocking.width;
+  if (group_width > 0) {
+    // Lane groups: one block of every channel, across groups, swept pixel by pixel.
+    const int64_t lane_channels = ceil_div(out_c, k.lanes) * k.lanes;
+    const at::Tensor packed = pack_lane_group_weight<T>(k, weight, c, lane_channels, transposed);
+    const at::Tensor packed_bias = bias_per_group(bias, 1, lane_channels, weight.options());
+    const bool stream = streaming_stores(output, c.batch * image_out, out_c, k.lanes, sizeof(T));
+    parallel_over(c.batch * runs, run_length * c.kernel_h * c.kernel_w * c.in_per_group * lane_channels,
+                  [&](int64_t item) {
+                    const int64_t n = item / runs, pixel_begin = item % runs * run_length;
+                    k.depthwise_pixels({input + n * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h,
+                                        c.pad_w, c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
+                                        c.dilation_w, packed.const_data_ptr<T>(), group_width * lane_channels,
+                                        bias ? packed_bias.const_data_ptr<T>() : nullptr, output + n * image_out,
+                                        out_c, c.out_w, pixel_begin, std::min(pixels, pixel_begin + run_length),
+                                        out_c, group_width, stream});
+                  });
+    return;
+  }
   // Images smaller than a run go several to an item, each chunk of weights
   // applied to all of them in turn: a deep layer's small images (512 channels
   // at 7x7) would otherwise stream every block's weights once per image.
   const int64_t images_per_item =
-      lane_groups || pixels >= kRun
-          ? 1
-          : std::clamp<int64_t>(8 * kRun / std::max<int64_t>(1, pixels), 1, std::max<int64_t>(1, c.batch));
+      pixels >= kPixelRun ? 1
+                          : std::clamp<int64_t>(8 * kPixelRun / std::max<int64_t>(1, pixels), 1,
+                                                std::max<int64_t>(1, c.batch));
   const int64_t image_groups = ceil_div(c.batch, images_per_item);
   // Dense blocks that a single item reads (every image in one item: 512 @7)
   // are packed by that item's thread, chunk by chunk into its cache, instead
@@ -523,75 +621,37 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bo
   // process, alternating the two (medians of 10 rounds, three runs), 512 @7:
   // NCHW forward 9.80-9.97 -> 9.27-9.55 ms, channels_last 9.74-10.06 ->
   // 9.22-9.57, input gradient 10.3-11.5 -> 9.5-10.4 and 9.77-9.96 -> 9.34-9.62.
-  const bool pack_in_items = !lane_groups && image_groups * runs == 1;
-  const WeightPacker<T> packer(k, weight, c, blocking, transposed);
-  const at::Tensor packed = lane_groups      ? pack_lane_group_weight<T>(k, weight, c, lane_channels, transposed)
-                            : pack_in_items ? at::Tensor()
-                                            : pack_weight<T>(packer, weight.options());
-  const at::Tensor packed_bias =
-      lane_groups ? bias_per_group(bias, 1, lane_channels, weight.options())
-                  : bias_per_group(bias, c.groups, blocking.per_group * block_width, weight.options());
-  const T* w = pack_in_items ? nullptr : packed.const_data_ptr<T>();
-  const T* b = bias ? packed_bias.const_data_ptr<T>() : nullptr;
-  const int64_t block_weights = c.kernel_h * c.kernel_w * c.in_per_group * block_width;
-  const bool stream = lane_groups && streaming_stores(output, c.batch * image_out, out_c, k.lanes, sizeof(T));
-  // Per thread: the NCHW output's tile, and a chunk of packed weights with
-  // the packer's scratch when items pack their own.
-  struct Buffers {
-    std::vector<T> tile, weights, scratch;
-  };
-  const auto run_item = [&](int64_t item, Buffers& buffers) {
-    T* const tile = buffers.tile.data();
-    const int64_t block = item % blocks, run = item / blocks % runs;
-    const int64_t first_image = item / (blocks * runs) * images_per_item;
+  const DenseBlocks<T> blocks(k, c, weight, bias, transposed, image_groups * runs == 1);
+  const NhwcInput<T> in = NhwcInput<T>::of(c, input, group_images);
+  const int64_t width = blocks.width();
+  const auto run_item = [&](int64_t item, std::vector<T>& tile, typename DenseBlocks<T>::Scratch& scratch) {
+    const int64_t block = item % blocks.count(), run = item / blocks.count() % runs;
+    const int64_t first_image = item / (blocks.count() * runs) * images_per_item;
     const int64_t last_image = std::min(c.batch, first_image + images_per_item);
-    const int64_t pixel_begin = run * run_length, pixel_end = std::min(pixels, pixel_begin + run_length);
-    if (lane_groups) {
-      DepthwiseArgs<T> a{input + first_image * image_in, c.in_w * in_c, in_c, c.in_h, c.in_w, c.pad_h, c.pad_w,
-                         c.kernel_h, c.kernel_w, c.stride_h, c.stride_w, c.dilation_h,
-                         c.dilation_w, w, group_width * lane_channels, b, output + first_image * image_out, out_c,
-                         c.out_w, pixel_begin, pixel_end, out_c, group_width, stream};
-      k.depthwise_pixels(a);
-      return;
-    }
-    const int64_t g = block / blocking.per_group, in_group = block % blocking.per_group;
-    const int64_t first_channel = g * c.out_per_group + in_group * blocking.width;
-    const int64_t channels = std::min(blocking.width, c.out_per_group - in_group * blocking.width);
+    const int64_t first_channel = blocks.first_channel(block);
     // The item's pixels, flat over its images so that small images fill
     // whole register blocks (an item of several images has the one run).
-    const int64_t first_pixel = first_image * pixels + pixel_begin;
-    const int64_t end_pixel = (last_image - 1) * pixels + pixel_end;
-    for (int64_t chunk = 0; chunk < blocking.chunks; ++chunk) {
-      const int64_t first_ic = chunk * blocking.chunk;
-      if (pack_in_items) {
-        packer.pack(block, chunk, buffers.weights.data(), buffers.scratch.data());
-      }
-      ConvPixelsArgs<T> a{input + g * input_group + first_ic, image_in, c.in_w * input_pixel, input_pixel,
-                          std::min(blocking.chunk, c.in_per_group - first_ic), c.kernel_h, c.kernel_w,
-                          c.stride_h, c.stride_w, c.dilation_h, c.dilation_w,
-                          pack_in_items ? buffers.weights.data()
-                                        : w + block * block_weights + chunk * packer.chunk_size(),
-                          b ? b + block * blocking.width : nullptr,
-                          nchw_output ? tile : output + first_pixel * out_c + first_channel,
-                          nchw_output ? blocking.width : out_c, c.out_w, pixels, first_pixel, end_pixel,
-                          channels, blocking.vectors, chunk > 0};
-      k.conv_pixels(a);
-    }
+    const int64_t first_pixel = first_image * pixels + run * run_length;
+    const int64_t end_pixel = (last_image - 1) * pixels + std::min(pixels, run * run_length + run_length);
+    const PixelPlacement<T> out =
+        nchw_output ? PixelPlacement<T>{tile.data(), width, c.out_w * width, pixels * width}
+                    : PixelPlacement<T>{output + first_pixel * out_c + first_channel, out_c, c.out_w * out_c,
+                                        image_out};
+    blocks.run(block, in, out, first_pixel, end_pixel, scratch);
     for (int64_t image = first_image; nchw_output && image < last_image; ++image) {
       const int64_t begin = std::max(first_pixel, image * pixels), end = std::min(end_pixel, (image + 1) * pixels);
-      k.transpose(tile + (begin - first_pixel) * blocking.width, blocking.width,
+      k.transpose(tile.data() + (begin - first_pixel) * width, width,
                   output + (image * out_c + first_channel) * pixels + begin - image * pixels, pixels, end - begin,
-                  channels);
+                  blocks.channels(block));
     }
   };
-  const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, run_length) * blocking.width : 0;
-  parallel_ranges(image_groups * runs * blocks, images_per_item * run_length * block_weights,
+  const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, run_length) * width : 0;
+  parallel_ranges(image_groups * runs * blocks.count(), images_per_item * run_length * blocks.block_weights(),
                   [&](int64_t begin, int64_t end) {
-                    Buffers buffers{std::vector<T>(tile_size),
-                                    std::vector<T>(pack_in_items ? packer.chunk_size() : 0),
-                                    std::vector<T>(pack_in_items ? packer.scratch_size() : 0)};
+                    std::vector<T> tile(tile_size);
+                    typename DenseBlocks<T>::Scratch scratch = blocks.scratch();
                     for (int64_t item = begin; item < end; ++item) {
-                      run_item(item, buffers);
+                      run_item(item, tile, scratch);
                     }
                   });
 }
@@ -1238,9 +1298,133 @@ at::Tensor depthwise_backward_input(const KernelsFor<T>& k, const Conv2dShape& s
   return in_layout<T>(k, grad_input, format);
 }
 
+// Positions of an axis that its phases reach.
+int64_t reached_positions(const std::vector<InputPhase>& phases) {
+  int64_t sum = 0;
+  for (const InputPhase& p : phases) {
+    sum += p.positions;
+  }
+  return sum;
+}
+
+// One axis of a padded copy of grad_output that all of its phases read:
+// `before` positions of padding, the most that a phase reads, `size` in all;
+// phase p reads from position before - p.pad() on.
+struct SharedPadding {
+  int64_t before = 0, size = 0;
+
+  explicit SharedPadding(const std::vector<InputPhase>& phases) : before(phases.front().pad()) {
+    for (const InputPhase& p : phases) {
+      before = std::max(before, p.pad());
+    }
+    for (const InputPhase& p : phases) {
+      size = std::max(size, before - p.pad() + p.positions + p.reach());
+    }
+  }
+};
+
+// The input gradient of s by its phases (rows x cols, reaching every
+// position), all on the dense kernels and in one pass: a work item sums each
+// phase's pixels in a band of grad_input's rows for one block of channels
+// and writes them to their places, every stride-th row and column
+// (channels_last: in grad_input; NCHW: in a tile of the band's rows,
+// transposed into the planes from cache), all phases reading one padded copy
+// of grad_output. Phase by phase, each result went through memory twice more
+// to be copied into its slice of grad_input, and each phase padded its own
+// copy. AVX2, input gradients against torch, alternating processes, NCHW /
+// channels_last: 3x3/2 128 @56 1.11-1.17x / 0.82-0.90x -> 1.33-1.50x /
+// 0.99-1.02x, ResNeXt's 3x3/2 8 x 256 g32 @56 0.44-0.46x / 0.58-0.62x ->
+// 0.76-0.79x / 0.68-0.78x (and with conv_block not inlined, below, 0.88-0.98x
+// / 0.80x), 3x3/2 256 @28 0.99-1.01x -> 1.13-1.15x NCHW.
+// Empty when some phase runs on other kernels.
+template <typename T>
+std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Conv2dShape& s,
+                                                const std::vector<InputPhase>& rows,
+                                                const std::vector<InputPhase>& cols, const at::Tensor& grad_output,
+                                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                                at::MemoryFormat format) {
+  const SharedPadding top(rows), left(cols);
+  const std::optional<at::Tensor> group_images = groups_as_images(grad_output, s.groups);
+  struct Phase {
+    InputPhase h, w;
+    DenseBlocks<T> blocks;
+    int64_t input_offset;  // where the phase's padded grad_output starts in the buffer
+  };
+  std::vector<Phase> phases;
+  phases.reserve(rows.size() * cols.size());
+  for (const InputPhase& h : rows) {
+    for (const InputPhase& w : cols) {
+      ConvNhwc c = ConvNhwc::input_gradient(s, h, w);
+      if (c.depthwise() || use_lane_groups(c, k.lanes) || use_planar(c, k)) {
+        return std::nullopt;
+      }
+      c.in_h = top.size;
+      c.in_w = left.size;
+      const at::Tensor taps =
+          weight.slice(2, h.first_tap, s.h.kernel, h.tap_step).slice(3, w.first_tap, s.w.kernel, w.tap_step);
+      const NhwcInput<T> in = NhwcInput<T>::of(c, nullptr, group_images.has_value());
+      phases.push_back({h, w, DenseBlocks<T>(k, c, taps, bias, true, false),
+                        (top.before - h.pad()) * in.row + (left.before - w.pad()) * in.pixel});
+    }
+  }
+  const at::Tensor buffer = padded_buffer<T>(k, group_images.value_or(grad_output), true, top.size, left.size,
+                                             top.before, left.before, 0);
+  const bool nchw = format == at::MemoryFormat::Contiguous;
+  at::Tensor grad_input =
+      at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options().memory_format(format));
+  T* const gi = grad_input.mutable_data_ptr<T>();
+  const int64_t channels = s.in_channels, in_w = s.w.in_size, plane = s.h.in_size * in_w;
+  // Bands of `band` rows of every row phase (band * stride_h rows of
+  // grad_input), of equal length, each phase's about kPixelRun pixels.
+  const int64_t phase_rows = ceil_div(s.h.in_size, s.h.stride), phase_cols = ceil_div(in_w, s.w.stride);
+  const int64_t bands = ceil_div(phase_rows, std::max<int64_t>(1, kPixelRun / phase_cols));
+  const int64_t band = ceil_div(phase_rows, bands), band_rows = band * s.h.stride;
+  const DenseBlocks<T>& first = phases.front().blocks;  // every phase has the same blocks of channels
+  const int64_t blocks = first.count(), block_width = first.width();
+  int64_t item_weights = 0;
+  for (const Phase& p : phases) {
+    item_weights += p.blocks.block_weights();
+  }
+  parallel_ranges(s.batch * bands * blocks, band * phase_cols * item_weights, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile(nchw ? band_rows * in_w * block_width : 0);
+    typename DenseBlocks<T>::Scratch scratch = first.scratch();
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t block = item % blocks, n = item / (blocks * bands), j0 = item / blocks % bands * band;
+      const int64_t first_channel = first.first_channel(block), r0 = j0 * s.h.stride;
+      for (const Phase& p : phases) {
+        const int64_t j1 = std::min(j0 + band, p.h.positions);
+        if (j1 <= j0) {
+          continue;
+        }
+        // Pixel (n, j0, 0) of the phase is grad_input's (n, r0 + h.phase, w.phase).
+        const int64_t at_row = p.h.phase * in_w + p.w.phase;
+        const PixelPlacement<T> out =
+            nchw ? PixelPlacement<T>{tile.data() + at_row * block_width, s.w.stride * block_width,
+                                     s.h.stride * in_w * block_width, plane * block_width}
+                 : PixelPlacement<T>{gi + ((n * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
+                                     s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
+        NhwcInput<T> in = NhwcInput<T>::of(p.blocks.shape(), buffer.const_data_ptr<T>(), group_images.has_value());
+        in.data += p.input_offset;
+        const int64_t image_pixels = p.h.positions * p.w.positions;
+        p.blocks.run(block, in, out, n * image_pixels + j0 * p.w.positions, n * image_pixels + j1 * p.w.positions,
+                     scratch);
+      }
+      if (nchw) {
+        const int64_t r1 = std::min(s.h.in_size, r0 + band_rows);
+        k.transpose(tile.data(), block_width, gi + (n * channels + first_channel) * plane + r0 * in_w, plane,
+                    (r1 - r0) * in_w, first.channels(block));
+      }
+    }
+  });
+  return grad_input;
+}
+
 // Runs the phases of the input gradient of s (with a bias: conv_transpose2d)
 // that some tap reaches, each a stride-1 convolution of grad_output, into
-// their strided slices of grad_input; positions no tap reaches get the bias.
+// their strided slices of grad_input: in one pass on the dense kernels
+// (dense_phases_in_bands) where those run every phase and every position is
+// reached, otherwise each into a result of its own, then copied; positions
+// no tap reaches get the bias.
 // Against one convolution of grad_output spread out by the stride with
 // zeros, which multiplied stride_h * stride_w times as many products: AVX2,
 // input gradients against torch (medians of alternating calls), NCHW /
@@ -1258,20 +1442,20 @@ at::Tensor input_gradient_by_phases(const KernelsFor<T>& k, const Conv2dShape& s
     return convolve<T>(k, ConvNhwc::input_gradient(s, h, w), grad_output, h.pad(), w.pad(), taps, bias, true,
                        format);
   };
-  const auto positions = [](const std::vector<InputPhase>& phases) {
-    int64_t sum = 0;
-    for (const InputPhase& p : phases) {
-      sum += p.positions;
-    }
-    return sum;
-  };
   if (rows.size() == 1 && cols.size() == 1 && rows[0].positions == s.h.in_size &&
       cols[0].positions == s.w.in_size) {
     return convolve_phase(rows[0], cols[0]);
   }
+  const bool every_position = reached_positions(rows) == s.h.in_size && reached_positions(cols) == s.w.in_size;
+  if (every_position) {
+    if (std::optional<at::Tensor> grad_input =
+            dense_phases_in_bands<T>(k, s, rows, cols, grad_output, weight, bias, format)) {
+      return *grad_input;
+    }
+  }
   at::Tensor grad_input =
       at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options().memory_format(format));
-  if (positions(rows) < s.h.in_size || positions(cols) < s.w.in_size) {
+  if (!every_position) {
     if (bias) {
       grad_input.copy_(bias->view({1, -1, 1, 1}).expand_as(grad_input));
     } else {

@@ -21,7 +21,11 @@ struct ConvPixelsArgs {
   const T* weight;        // the chunk's packed weights: [kernel_h][kernel_w][in_channels][block]
   const T* bias;          // the block's bias (block values), or nullptr
   T* output;              // pixel_begin's output, at the block's first channel
-  int64_t output_pixel;   // elements between output pixels, also from one image's last to the next's first
+  // Elements between output pixels, rows and images: a flat output has
+  // output_row = out_w * output_pixel, output_image = image_pixels *
+  // output_pixel; an input gradient phase's pixels lie every stride-th pixel
+  // and row of grad_input.
+  int64_t output_pixel, output_row, output_image;
   int64_t out_w;          // output pixels per row
   int64_t image_pixels;   // output pixels per image
   int64_t pixel_begin, pixel_end;  // flat output pixels ((image * out_h + row) * out_w + col) to compute
