@@ -475,7 +475,7 @@ at::Tensor pack_weight(const WeightPacker<T>& packer, const at::TensorOptions& o
   return packed;
 }
 
-// Where a dense kernel call reads its input and writes its output.
+// Where a dense kernel call reads its input.
 template <typename T>
 struct NhwcInput {
   const T* data;  // the buffer's image 0, pixel (0, 0), channel 0
@@ -491,9 +491,11 @@ struct NhwcInput {
   }
 };
 
+// Where a dense kernel call writes its output pixels: anywhere that strides
+// reach (a flat NHWC output, a tile, every stride-th pixel of grad_input).
 template <typename T>
 struct PixelPlacement {
-  T* data;                     // the first pixel's output, at the block's first channel
+  T* data;                    // the range's first pixel's output, at the block's first channel
   int64_t pixel, row, image;  // elements between output pixels, rows and images
 };
 
