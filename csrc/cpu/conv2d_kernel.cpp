@@ -512,7 +512,6 @@ class DenseBlocks {
         packed_(pack_in_items ? at::Tensor() : pack_weight<T>(packer_, weight.options())),
         packed_bias_(bias_per_group(bias, c.groups, blocking_.per_group * blocking_.width, weight.options())) {}
 
-  const ConvNhwc& shape() const { return c_; }
   int64_t count() const { return c_.groups * blocking_.per_group; }
   int64_t width() const { return blocking_.width; }
   int64_t block_weights() const { return packer_.block_size(); }
@@ -1335,8 +1334,8 @@ struct SharedPadding {
 // to be copied into its slice of grad_input, and each phase padded its own
 // copy. AVX2, input gradients against torch, alternating processes, NCHW /
 // channels_last: 3x3/2 128 @56 1.11-1.17x / 0.82-0.90x -> 1.33-1.50x /
-// 0.99-1.02x, ResNeXt's 3x3/2 8 x 256 g32 @56 0.44-0.46x / 0.58-0.62x ->
-// 0.76-0.79x / 0.68-0.78x (and with conv_block not inlined, below, 0.88-0.98x
+// 0.99-1.02x, ResNeXt's 3x3/2 8 x 256 g32 @56 0.43-0.48x / 0.51-0.63x ->
+// 0.76-0.83x / 0.66-0.78x (and with conv_block not inlined, below, 0.88-0.98x
 // / 0.80x), 3x3/2 256 @28 0.99-1.01x -> 1.13-1.15x NCHW.
 // Empty when some phase runs on other kernels.
 template <typename T>
@@ -1345,32 +1344,35 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
                                                 const std::vector<InputPhase>& cols, const at::Tensor& grad_output,
                                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                                 at::MemoryFormat format) {
+  // Phases differ only in their taps and sizes, so every phase runs on the
+  // kernels that the first would.
+  const ConvNhwc any_phase = ConvNhwc::input_gradient(s, rows.front(), cols.front());
+  if (any_phase.depthwise() || use_lane_groups(any_phase, k.lanes) || use_planar(any_phase, k)) {
+    return std::nullopt;
+  }
   const SharedPadding top(rows), left(cols);
   const std::optional<at::Tensor> group_images = groups_as_images(grad_output, s.groups);
+  const at::Tensor buffer = padded_buffer<T>(k, group_images.value_or(grad_output), true, top.size, left.size,
+                                             top.before, left.before, 0);
   struct Phase {
     InputPhase h, w;
     DenseBlocks<T> blocks;
-    int64_t input_offset;  // where the phase's padded grad_output starts in the buffer
+    NhwcInput<T> in;  // from the phase's first padded row and column of grad_output in the buffer
   };
   std::vector<Phase> phases;
   phases.reserve(rows.size() * cols.size());
   for (const InputPhase& h : rows) {
     for (const InputPhase& w : cols) {
       ConvNhwc c = ConvNhwc::input_gradient(s, h, w);
-      if (c.depthwise() || use_lane_groups(c, k.lanes) || use_planar(c, k)) {
-        return std::nullopt;
-      }
       c.in_h = top.size;
       c.in_w = left.size;
       const at::Tensor taps =
           weight.slice(2, h.first_tap, s.h.kernel, h.tap_step).slice(3, w.first_tap, s.w.kernel, w.tap_step);
-      const NhwcInput<T> in = NhwcInput<T>::of(c, nullptr, group_images.has_value());
-      phases.push_back({h, w, DenseBlocks<T>(k, c, taps, bias, true, false),
-                        (top.before - h.pad()) * in.row + (left.before - w.pad()) * in.pixel});
+      NhwcInput<T> in = NhwcInput<T>::of(c, buffer.const_data_ptr<T>(), group_images.has_value());
+      in.data += (top.before - h.pad()) * in.row + (left.before - w.pad()) * in.pixel;
+      phases.push_back({h, w, DenseBlocks<T>(k, c, taps, bias, true, false), in});
     }
   }
-  const at::Tensor buffer = padded_buffer<T>(k, group_images.value_or(grad_output), true, top.size, left.size,
-                                             top.before, left.before, 0);
   const bool nchw = format == at::MemoryFormat::Contiguous;
   at::Tensor grad_input =
       at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options().memory_format(format));
@@ -1415,10 +1417,8 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
                                      s.h.stride * in_w * block_width, tile_image}
                  : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
                                      s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
-        NhwcInput<T> in = NhwcInput<T>::of(p.blocks.shape(), buffer.const_data_ptr<T>(), group_images.has_value());
-        in.data += p.input_offset;
         const int64_t image_pixels = p.h.positions * p.w.positions;
-        p.blocks.run(block, in, out, n0 * image_pixels + j0 * p.w.positions,
+        p.blocks.run(block, p.in, out, n0 * image_pixels + j0 * p.w.positions,
                      (n1 - 1) * image_pixels + j1 * p.w.positions, scratch);
       }
       const int64_t r1 = std::min(s.h.in_size, r0 + band_rows);
