@@ -1333,7 +1333,7 @@ struct SharedPadding {
 // of grad_output. Phase by phase, each result went through memory twice more
 // to be copied into its slice of grad_input, and each phase padded its own
 // copy. AVX2, input gradients against torch, alternating processes, NCHW /
-// channels_last: 3x3/2 128 @56 1.11-1.17x / 0.82-0.90x -> 1.33-1.50x /
+// channels_last: 3x3/2 128 @56 1.11-1.18x / 0.81-0.90x -> 1.33-1.50x /
 // 0.99-1.02x, ResNeXt's 3x3/2 8 x 256 g32 @56 0.43-0.48x / 0.51-0.63x ->
 // 0.76-0.83x / 0.66-0.78x (and with conv_block not inlined, below, 0.88-0.98x
 // / 0.80x), 3x3/2 256 @28 0.99-1.01x -> 1.13-1.15x NCHW.
@@ -1384,7 +1384,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   // grad_input), of equal length, each phase's about kPixelRun pixels;
   // images smaller than that go several to an item, as in convolve_nhwc
   // (3x3/2 512 @14 input gradient, alternating processes against torch:
-  // channels_last 1.09-1.15x with one image an item -> 1.16-1.25x, 1.14-1.25x
+  // channels_last 1.09-1.15x with one image an item -> 1.16-1.25x, 1.10-1.25x
   // before the bands; NCHW 0.92-1.07x -> 1.03-1.20x).
   const int64_t phase_rows = ceil_div(s.h.in_size, s.h.stride), phase_cols = ceil_div(in_w, s.w.stride);
   const int64_t bands = ceil_div(phase_rows, std::max<int64_t>(1, kPixelRun / phase_cols));
