@@ -172,6 +172,14 @@ def test_a_malformed_chunk_size_is_named(value, monkeypatch):
         convext.conv2d(x(1, 32, 8, 8), x(32, 32, 3, 3))  # dense: the path that reads it
 
 
+@pytest.mark.parametrize("value", ["many", "0", "1.5"])
+def test_a_malformed_band_size_is_named(value, monkeypatch):
+    monkeypatch.setenv("CONVEXT_CPU_BAND_BYTES", value)
+    with pytest.raises(RuntimeError, match=f"CONVEXT_CPU_BAND_BYTES={value}: expected a positive number of bytes"):
+        grouped = x(1, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+        convext.conv2d(grouped, x(32, 16, 3, 3), groups=2)  # channels_last, grouped: the path that reads it
+
+
 @pytest.mark.parametrize("value", ["many", "-1", "4M"])
 def test_a_malformed_streaming_threshold_is_named(value, monkeypatch):
     monkeypatch.setenv("CONVEXT_CPU_STREAM_BYTES", value)

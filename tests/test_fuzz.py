@@ -232,19 +232,21 @@ def test_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, 
 @fuzz(batch=st.integers(0, 4), groups=st.integers(1, 2), in_group=st.integers(1, 40), out_group=st.integers(1, 40),
        h=small, w=small, kh=window, kw=window, stride=st.integers(1, 3), padding=st.integers(0, 3),
        dilation=st.integers(1, 3), bias=st.booleans(), chunk_bytes=st.sampled_from(["", "256", "4096", "65536"]),
-       **common)
+       band_bytes=st.sampled_from(["", "1", "2048"]), **common)
 def test_dense_conv2d_agrees_with_torch(batch, groups, in_group, out_group, h, w, kh, kw, stride, padding, dilation,
-                                        bias, chunk_bytes, seed, dtype, layout, special):
+                                        bias, chunk_bytes, band_bytes, seed, dtype, layout, special):
     """Many channels per group: the NHWC register-blocked kernels (the test
     above mostly reaches the planar ones), weights packed from every layout,
     input channels summed in chunks of every size (CONVEXT_CPU_CHUNK_BYTES;
-    "" the default), small images sharing register blocks."""
+    "" the default), small images sharing register blocks, grouped
+    channels_last inputs gathered in bands of every size
+    (CONVEXT_CPU_BAND_BYTES)."""
     inputs = conv_inputs((batch, groups * in_group, h, w), (groups * out_group, in_group, kh, kw),
                          groups * out_group if bias else 0, seed, dtype, layout, special)
     args = (stride, padding, dilation, groups)
     if min(size + 2 * padding - dilation * (k - 1) for size, k in ((h, kh), (w, kw))) < 1:
         return event("window larger than the padded input")
-    with environment("CONVEXT_CPU_CHUNK_BYTES", chunk_bytes):
+    with environment("CONVEXT_CPU_CHUNK_BYTES", chunk_bytes), environment("CONVEXT_CPU_BAND_BYTES", band_bytes):
         check(lambda x, w, b: convext.conv2d(x, w, b, *args), lambda x, w, b: F.conv2d(x, w, b, *args), inputs,
               bound_inputs=magnitudes(inputs))
 
