@@ -206,22 +206,22 @@ def test_small_images_batched_together_match_torch(groups, layout, cpu_isa, smal
                                                   # and an input gradient that crops its input
 ])
 @pytest.mark.parametrize("band_rows", [1, 3, None])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("expected", [reference.conv2d, F.conv2d], ids=["reference", "torch"])
-def test_grouped_channels_last_bands_match(expected, band_rows, groups, per_group, kernel, stride, padding, dilation,
-                                           size, cpu_isa, monkeypatch):
-    """Grouped dense layers on channels_last inputs: a work item gathers a
-    band of output rows' input rows into group images (a group's pixels side
-    by side, zeros around) and runs every group on them; the input gradient
-    at stride 1 runs the same way. Forward bands of 1 and 3 output rows (7
-    or 13 rows: the last band shorter), and the default, one band for these
-    sizes."""
+def test_grouped_bands_match(expected, layout, band_rows, groups, per_group, kernel, stride, padding, dilation, size,
+                             cpu_isa, monkeypatch):
+    """Grouped dense layers: a work item gathers a band of output rows'
+    input rows into group images (a group's pixels side by side, zeros
+    around; channels_last pixels copied, NCHW rows transposed) and runs every
+    group on them, an NCHW result transposed from a tile (other layouts go
+    into one padded buffer); the input gradient runs the same way. Forward bands of 1 and 3 output rows (7 or 13 rows:
+    the last band shorter), and the default, one band for these sizes."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     (sh, sw), (ph, pw), (dh, dw) = ((v, v) if isinstance(v, int) else v for v in (stride, padding, dilation))
     if band_rows is not None:
         input_rows = (band_rows - 1) * sh + (kh - 1) * dh + 1
         monkeypatch.setenv("CONVEXT_CPU_BAND_BYTES", str(input_rows * (size[1] + 2 * pw) * groups * per_group * 8))
-    x = torch.randn(2, groups * per_group, *size, dtype=torch.float64)
-    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = with_layout(torch.randn(2, groups * per_group, *size, dtype=torch.float64), layout).requires_grad_()
     w = torch.randn(groups * (per_group + 1), per_group, kh, kw, dtype=torch.float64, requires_grad=True)
     b = torch.randn(groups * (per_group + 1), dtype=torch.float64, requires_grad=True)
     args = (stride, padding, dilation, groups)

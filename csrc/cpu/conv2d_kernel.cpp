@@ -683,43 +683,59 @@ void copy_short(const T* from, T* to, int64_t count) {
 }
 
 // Whether the dense kernels read src of a grouped layer by gathering bands
-// of it into group images (GroupedSource): a channels-last src, whose
-// pixels hold every group's channels.
+// of it into group images (GroupedSource): channels-last or NCHW planes.
 bool gathers_group_bands(const at::Tensor& src, int64_t groups) {
-  return groups > 1 && src.stride(1) == 1 && !src.is_contiguous();
+  return groups > 1 && (src.stride(1) == 1 || src.stride(3) == 1);
 }
 
-// A channels-last (N, C, H, W) tensor's elements, read as group images in
-// bands (gather).
+// A grouped layer's (N, C, H, W) tensor, channels-last or in NCHW planes,
+// read as group images in bands (gather).
 template <typename T>
 struct GroupedSource {
+  const KernelsFor<T>& k;
   const T* data;
-  int64_t image, row, pixel;  // elements between images, rows and pixels
+  int64_t image, channel, row, pixel;  // elements between images, channels, rows and pixels
   int64_t height, width, groups, per_group;
 
-  GroupedSource(const at::Tensor& src, int64_t groups)
-      : data(src.const_data_ptr<T>()), image(src.stride(0)), row(src.stride(2)), pixel(src.stride(3)),
-        height(src.size(2)), width(src.size(3)), groups(groups), per_group(src.size(1) / groups) {}
+  GroupedSource(const KernelsFor<T>& k, const at::Tensor& src, int64_t groups)
+      : k(k), data(src.const_data_ptr<T>()), image(src.stride(0)), channel(src.stride(1)), row(src.stride(2)),
+        pixel(src.stride(3)), height(src.size(2)), width(src.size(3)), groups(groups),
+        per_group(src.size(1) / groups) {}
 
   // Rows [first_row, first_row + rows) of image n, placed as in a buffer of
   // `buffer_w` columns with pad_top rows and pad_left columns of zeros
   // before the tensor's, into `tile` as group images ([group][row][column]
   // [channel], group_image elements apart): zeros where the buffer is.
+  // Channels-last pixels are copied a group's channels at a time, NCHW rows
+  // transposed a group's planes at a time.
   void gather(int64_t n, int64_t first_row, int64_t rows, int64_t pad_top, int64_t pad_left, int64_t buffer_w,
               T* tile, int64_t group_image) const {
+    const int64_t first_x = std::clamp<int64_t>(-pad_left, 0, width);
+    const int64_t last_x = std::clamp<int64_t>(buffer_w - pad_left, first_x, width);
+    const int64_t left = first_x + pad_left, right = last_x + pad_left;  // the buffer's columns of src
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t y = first_row + r - pad_top;
-      for (int64_t col = 0; col < buffer_w; ++col) {
-        const int64_t x = col - pad_left;
-        T* to = tile + (r * buffer_w + col) * per_group;
-        const bool inside = y >= 0 && y < height && x >= 0 && x < width;
-        const T* from = inside ? data + n * image + y * row + x * pixel : nullptr;
-        for (int64_t g = 0; g < groups; ++g, to += group_image) {
-          if (inside) {
-            copy_short(from + g * per_group, to, per_group);
-          } else {
-            std::fill_n(to, per_group, T(0));
+      const bool inside = y >= 0 && y < height;
+      for (int64_t g = 0; g < groups; ++g) {
+        T* to = tile + g * group_image + r * buffer_w * per_group;
+        std::fill(to, to + (inside ? left : buffer_w) * per_group, T(0));
+        std::fill(to + (inside ? right : buffer_w) * per_group, to + buffer_w * per_group, T(0));
+      }
+      if (!inside || right <= left) {
+        continue;
+      }
+      const T* from = data + n * image + y * row + first_x * pixel;
+      T* to = tile + (r * buffer_w + left) * per_group;
+      if (channel == 1) {
+        for (int64_t x = 0; x < right - left; ++x, from += pixel, to += per_group) {
+          for (int64_t g = 0; g < groups; ++g) {
+            copy_short(from + g * per_group, to + g * group_image, per_group);
           }
+        }
+      } else {
+        for (int64_t g = 0; g < groups; ++g) {
+          k.transpose(from + g * per_group * channel, channel, to + g * group_image, per_group, per_group,
+                      right - left);
         }
       }
     }
@@ -740,7 +756,7 @@ struct GroupedSource {
 template <typename T>
 void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, int64_t pad_top,
                             int64_t pad_left, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            bool transposed, T* output) {
+                            bool transposed, bool nchw_output, T* output) {
   const int64_t per_group = c.in_per_group, row_elements = c.in_w * c.in_channels();
   const auto input_rows = [&](int64_t out_rows) {
     return (out_rows - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
@@ -753,21 +769,26 @@ void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at:
   const int64_t bands = ceil_div(c.out_h, band);
   const DenseBlocks<T> blocks(k, c, weight, bias, transposed, false);
   const int64_t out_c = c.out_channels(), pixels = c.out_h * c.out_w;
-  const GroupedSource<T> source(src, c.groups);
+  const GroupedSource<T> source(k, src, c.groups);
   parallel_ranges(
       c.batch * bands, band * c.out_w * c.kernel_h * c.kernel_w * per_group * out_c, [&](int64_t begin, int64_t end) {
         std::vector<T> tile(input_rows(band) * row_elements);
+        std::vector<T> out_tile(nchw_output ? band * c.out_w * out_c : 0);  // NHWC, transposed into the planes
         typename DenseBlocks<T>::Scratch scratch = blocks.scratch();
         for (int64_t item = begin; item < end; ++item) {
           const int64_t n = item / bands, first_row = item % bands * band;
           const int64_t rows = std::min(band, c.out_h - first_row), tile_rows = input_rows(rows);
           const NhwcInput<T> in{tile.data(), 0, c.in_w * per_group, per_group, tile_rows * c.in_w * per_group};
           source.gather(n, first_row * c.stride_h, tile_rows, pad_top, pad_left, c.in_w, tile.data(), in.group);
-          T* const band_output = output + (n * pixels + first_row * c.out_w) * out_c;
+          T* const band_output = nchw_output ? out_tile.data() : output + (n * pixels + first_row * c.out_w) * out_c;
           for (int64_t block = 0; block < blocks.count(); ++block) {
             const PixelPlacement<T> out{band_output + blocks.first_channel(block), out_c, c.out_w * out_c,
                                         pixels * out_c};
             blocks.run(block, in, out, 0, rows * c.out_w, scratch);
+          }
+          if (nchw_output) {
+            k.transpose(out_tile.data(), out_c, output + n * out_c * pixels + first_row * c.out_w, pixels,
+                        rows * c.out_w, out_c);
           }
         }
       });
@@ -1166,10 +1187,14 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   }
   const bool lane_groups = use_lane_groups(c, k.lanes);  // which the two above exclude
   const bool planar = !lane_groups && use_planar(c, k);
-  if (!lane_groups && !planar && format == at::MemoryFormat::ChannelsLast && gathers_group_bands(src, c.groups)) {
-    at::Tensor result = empty_nhwc({c.batch, c.out_channels(), c.out_h, c.out_w}, weight);
-    convolve_grouped_bands<T>(k, c, src, pad_top, pad_left, weight, bias, transposed, result.mutable_data_ptr<T>());
-    return result;
+  if (!lane_groups && !planar && gathers_group_bands(src, c.groups)) {
+    const bool nchw = format == at::MemoryFormat::Contiguous;
+    at::Tensor result = at::empty(
+        {c.batch, c.out_channels(), c.out_h, c.out_w},
+        weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
+    convolve_grouped_bands<T>(k, c, src, pad_top, pad_left, weight, bias, transposed, nchw,
+                              result.mutable_data_ptr<T>());
+    return in_layout<T>(k, result, format);
   }
   const std::optional<at::Tensor> group_images =
       lane_groups || planar ? std::nullopt : groups_as_images(src, c.groups);
@@ -1537,7 +1562,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   const NhwcInput<T> gathered{nullptr, gathered_rows * left.size * s.out_channels, left.size * per_group, per_group,
                               gathered_rows * left.size * per_group};
   const std::optional<GroupedSource<T>> source =
-      gather ? std::make_optional<GroupedSource<T>>(grad_output, s.groups) : std::nullopt;
+      gather ? std::make_optional<GroupedSource<T>>(k, grad_output, s.groups) : std::nullopt;
   parallel_ranges(image_groups * bands * blocks, images_per_item * band * phase_cols * item_weights,
                   [&](int64_t begin, int64_t end) {
     std::vector<T> tile(nchw ? images_per_item * tile_image : 0);
