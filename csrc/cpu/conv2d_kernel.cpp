@@ -79,10 +79,11 @@ at::Tensor padded_buffer(const KernelsFor<T>& k, const at::Tensor& src, bool nhw
 }
 
 // The groups of an NCHW tensor t as images of their own, (N * G, C / G, H, W),
-// for the dense kernels' grouped layers: a view, whose NHWC buffer holds each
-// image's groups one after another, a group's pixels side by side, where an
-// NHWC copy of t puts a group's channels every C. On
-// AVX2, alternating processes against torch, ResNeXt's 3x3 8 x 256 g32 NCHW
+// for the weight gradient of grouped layers (the forward and input gradient
+// gather group images band by band: GroupedSource): a view, whose NHWC
+// buffer holds each image's groups one after another, a group's pixels side
+// by side, where an NHWC copy of t puts a group's channels every C. When all
+// three read it, on AVX2, alternating processes against torch, ResNeXt's 3x3 8 x 256 g32 NCHW
 // @28: forward 0.88-0.91x -> 1.03-1.10x, input gradient 0.69-0.81x ->
 // 0.93-1.09x, weight gradient 0.76-0.86x -> 0.93-1.21x; @56 forward
 // 0.86-0.91x -> 1.09-1.23x; 64 x 256 g4 @14 weight gradient 0.88-0.94x ->
@@ -482,13 +483,11 @@ struct NhwcInput {
   const T* data;  // the buffer's image 0, pixel (0, 0), channel 0
   int64_t image, row, pixel, group;  // elements between images, rows, pixels and groups
 
-  // An NHWC buffer of c (group_images: of groups_as_images): a group's
-  // channels after another's in each pixel, or, as images of their own, a
-  // group's pixels after another's.
-  static NhwcInput of(const ConvNhwc& c, const T* data, bool group_images) {
-    const int64_t pixel = group_images ? c.in_per_group : c.in_channels();
-    return {data, c.in_h * c.in_w * c.in_channels(), c.in_w * pixel, pixel,
-            group_images ? c.in_h * c.in_w * c.in_per_group : c.in_per_group};
+  // An NHWC buffer of c: a group's channels after another's in each pixel
+  // (group images, a group's pixels after another's, come from
+  // GroupedSource's tiles).
+  static NhwcInput of(const ConvNhwc& c, const T* data) {
+    return {data, c.in_h * c.in_w * c.in_channels(), c.in_w * c.in_channels(), c.in_channels(), c.in_per_group};
   }
 };
 
@@ -570,18 +569,17 @@ class DenseBlocks {
 // 5.8-6.1 with 144).
 constexpr int64_t kPixelRun = 144;
 
-// Runs convolution c over an NHWC input buffer (group_images: of
-// groups_as_images) into an NHWC output, on the lane-group kernels when
-// group_width > 0, or, with nchw_output (dense kernels only), into an NCHW
-// one: an item's block is summed in a thread's NHWC tile and transposed into
-// the planes from cache, instead of a pass over the whole output after. Work
-// items: (image or group of small images, run of output pixels, channel
-// block), the block fastest so that neighbouring items share their input
-// pixels in cache.
+// Runs convolution c over an NHWC input buffer into an NHWC output, on the
+// lane-group kernels when group_width > 0, or, with nchw_output (dense
+// kernels only), into an NCHW one: an item's block is summed in a thread's
+// NHWC tile and transposed into the planes from cache, instead of a pass
+// over the whole output after. Work items: (image or group of small images,
+// run of output pixels, channel block), the block fastest so that
+// neighbouring items share their input pixels in cache.
 template <typename T>
-void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bool group_images,
-                   const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                   bool transposed, int64_t group_width, bool nchw_output, T* output) {
+void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, bool transposed, int64_t group_width, bool nchw_output,
+                   T* output) {
   const int64_t pixels = c.out_h * c.out_w, runs = ceil_div(pixels, kPixelRun);
   // Runs of equal length (rounded up to 4 pixels), not kPixelRun and a short last one: with a
   // batch of 1 the threads split the runs, and 14 x 14 pixels as 144 + 52 gave
@@ -624,7 +622,7 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, bo
   // NCHW forward 9.80-9.97 -> 9.27-9.55 ms, channels_last 9.74-10.06 ->
   // 9.22-9.57, input gradient 10.3-11.5 -> 9.5-10.4 and 9.77-9.96 -> 9.34-9.62.
   const DenseBlocks<T> blocks(k, c, weight, bias, transposed, image_groups * runs == 1);
-  const NhwcInput<T> in = NhwcInput<T>::of(c, input, group_images);
+  const NhwcInput<T> in = NhwcInput<T>::of(c, input);
   const int64_t width = blocks.width();
   const auto run_item = [&](int64_t item, std::vector<T>& tile, typename DenseBlocks<T>::Scratch& scratch) {
     const int64_t block = item % blocks.count(), run = item / blocks.count() % runs;
@@ -742,17 +740,21 @@ struct GroupedSource {
   }
 };
 
-// Grouped dense convolution c of a channels-last src (pad_top rows and
-// pad_left columns of zeros before it, as a buffer would have them) into an
-// NHWC output, by bands of output rows: a work item gathers the band's
-// input rows into a thread's tile of group images (a group's pixels side by
-// side, zeros around), in cache, and runs every group's blocks on it. Read
-// in place, each group's kernel takes a few bytes of every pixel's cache
-// lines (ResNeXt: 32 bytes of 1 KiB), and gathered into group images for the
-// whole tensor up front, the scattered copy (one source pixel into every
-// group's image) cost as much as the kernels saved: ResNeXt's 3x3/2 8 x 256
-// g32 @56 forward on AVX2 spent 4.0 ms in the kernels reading in place, 3.0
-// on group images, whose copy took 2.5-3.2 ms against 1.4 for the padded one.
+// Grouped dense convolution c of src (channels-last or NCHW planes; pad_top
+// rows and pad_left columns of zeros before it, as a buffer would have them)
+// into an NHWC or, nchw_output, NCHW output, by bands of output rows: a
+// work item gathers the band's input rows into a thread's tile of group
+// images (a group's pixels side by side, zeros around), in cache, runs every
+// group's blocks on it, and transposes an NCHW band out of a tile. A
+// channels-last src read in place gave each group's kernel a few bytes of
+// every pixel's cache lines (ResNeXt: 32 bytes of 1 KiB), and gathered into
+// group images for the whole tensor up front, the scattered copy (one source
+// pixel into every group's image) cost as much as the kernels saved:
+// ResNeXt's 3x3/2 8 x 256 g32 @56 forward on AVX2 spent 4.0 ms in the kernels
+// reading in place, 3.0 on group images, whose copy took 2.5-3.2 ms against
+// 1.4 for the padded one. NCHW planes had gone whole into a buffer of group
+// images and the result whole out of an NHWC one (that forward, alternating
+// processes against torch: 0.95-1.04x -> 1.10-1.26x).
 template <typename T>
 void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, int64_t pad_top,
                             int64_t pad_left, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -1196,10 +1198,8 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
                               result.mutable_data_ptr<T>());
     return in_layout<T>(k, result, format);
   }
-  const std::optional<at::Tensor> group_images =
-      lane_groups || planar ? std::nullopt : groups_as_images(src, c.groups);
-  const at::Tensor buffer = padded_buffer<T>(k, group_images.value_or(src), !planar, c.in_h, c.in_w, pad_top,
-                                             pad_left, planar ? planar_slack(c.stride_w, k.lanes) : 0);
+  const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
+                                             planar ? planar_slack(c.stride_w, k.lanes) : 0);
   const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
@@ -1208,8 +1208,8 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
     convolve_planar<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, !nchw,
                        result.mutable_data_ptr<T>());
   } else {
-    convolve_nhwc<T>(k, c, buffer.const_data_ptr<T>(), group_images.has_value(), weight, bias, transposed,
-                     c.lane_group_width(k.lanes), nchw, result.mutable_data_ptr<T>());
+    convolve_nhwc<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, c.lane_group_width(k.lanes), nchw,
+                     result.mutable_data_ptr<T>());
   }
   return in_layout<T>(k, result, format);
 }
@@ -1497,17 +1497,15 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
     return std::nullopt;
   }
   const SharedPadding top(rows), left(cols);
-  // A channels-last grad_output of a grouped layer is gathered band by band
-  // into group images in a thread's tile (as convolve_grouped_bands does:
-  // the items of a band follow each other, so a thread gathers it about
-  // once), any other goes into one padded buffer. ResNeXt's 3x3/2 8 x 256
-  // g32, channels_last, alternating processes against torch: @56 0.73-0.84x
-  // -> 0.82-0.88x, @28 0.83-0.93x -> 1.01-1.08x.
+  // A grouped layer's grad_output is gathered band by band into group
+  // images in a thread's tile (as convolve_grouped_bands does: the items of
+  // a band follow each other, so a thread gathers it about once), any other
+  // goes into one padded buffer. ResNeXt's 3x3/2 8 x 256 g32, channels_last,
+  // alternating processes against torch: @56 0.73-0.84x -> 0.82-0.88x, @28
+  // 0.83-0.93x -> 1.01-1.08x (NCHW, gathered likewise since, within noise).
   const bool gather = gathers_group_bands(grad_output, s.groups);
-  const std::optional<at::Tensor> group_images = gather ? std::nullopt : groups_as_images(grad_output, s.groups);
-  const at::Tensor buffer = gather ? at::Tensor()
-                                   : padded_buffer<T>(k, group_images.value_or(grad_output), true, top.size,
-                                                      left.size, top.before, left.before, 0);
+  const at::Tensor buffer =
+      gather ? at::Tensor() : padded_buffer<T>(k, grad_output, true, top.size, left.size, top.before, left.before, 0);
   struct Phase {
     InputPhase h, w;
     DenseBlocks<T> blocks;
@@ -1557,7 +1555,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   ConvNhwc padded = ConvNhwc::input_gradient(s, rows.front(), cols.front());
   padded.in_h = top.size;
   padded.in_w = left.size;
-  const NhwcInput<T> whole = NhwcInput<T>::of(padded, nullptr, group_images.has_value());
+  const NhwcInput<T> whole = NhwcInput<T>::of(padded, nullptr);
   const int64_t per_group = s.out_per_group(), gathered_rows = std::min(top.size, band + reach);
   const NhwcInput<T> gathered{nullptr, gathered_rows * left.size * s.out_channels, left.size * per_group, per_group,
                               gathered_rows * left.size * per_group};

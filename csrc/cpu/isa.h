@@ -12,7 +12,7 @@ namespace convext::cpu {
 // output channels, from a zero-padded NHWC input: no bounds checks needed.
 template <typename T>
 struct ConvPixelsArgs {
-  const T* input;         // image 0's padded input, at the group's first channel (or image: groups_as_images)
+  const T* input;         // image 0's padded input, at the group's first channel (or image: group images)
   int64_t input_image;    // elements between input images
   int64_t input_row;      // elements between input rows
   int64_t input_pixel;    // elements between input pixels
