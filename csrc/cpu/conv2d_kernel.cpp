@@ -700,6 +700,13 @@ struct GroupedSource {
         pixel(src.stride(3)), height(src.size(2)), width(src.size(3)), groups(groups),
         per_group(src.size(1) / groups) {}
 
+  // A tile of group images of `rows` rows of `buffer_w` columns, as gather
+  // writes it and the dense kernels read it (one image per tile).
+  NhwcInput<T> tile(const T* data, int64_t rows, int64_t buffer_w) const {
+    const int64_t group_image = rows * buffer_w * per_group;
+    return {data, groups * group_image, buffer_w * per_group, per_group, group_image};
+  }
+
   // Rows [first_row, first_row + rows) of image n, placed as in a buffer of
   // `buffer_w` columns with pad_top rows and pad_left columns of zeros
   // before the tensor's, into `tile` as group images ([group][row][column]
@@ -752,9 +759,9 @@ struct GroupedSource {
 // pixel into every group's image) cost as much as the kernels saved:
 // ResNeXt's 3x3/2 8 x 256 g32 @56 forward on AVX2 spent 4.0 ms in the kernels
 // reading in place, 3.0 on group images, whose copy took 2.5-3.2 ms against
-// 1.4 for the padded one. NCHW planes had gone whole into a buffer of group
-// images and the result whole out of an NHWC one (that forward, alternating
-// processes against torch: 0.95-1.04x -> 1.10-1.26x).
+// 1.4 for the padded one. NCHW planes had been transposed whole into a padded
+// buffer of group images first (that forward, alternating processes against
+// torch: 0.95-1.04x -> 1.10-1.26x).
 template <typename T>
 void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src, int64_t pad_top,
                             int64_t pad_left, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -780,7 +787,7 @@ void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at:
         for (int64_t item = begin; item < end; ++item) {
           const int64_t n = item / bands, first_row = item % bands * band;
           const int64_t rows = std::min(band, c.out_h - first_row), tile_rows = input_rows(rows);
-          const NhwcInput<T> in{tile.data(), 0, c.in_w * per_group, per_group, tile_rows * c.in_w * per_group};
+          const NhwcInput<T> in = source.tile(tile.data(), tile_rows, c.in_w);
           source.gather(n, first_row * c.stride_h, tile_rows, pad_top, pad_left, c.in_w, tile.data(), in.group);
           T* const band_output = nchw_output ? out_tile.data() : output + (n * pixels + first_row * c.out_w) * out_c;
           for (int64_t block = 0; block < blocks.count(); ++block) {
@@ -1189,21 +1196,17 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   }
   const bool lane_groups = use_lane_groups(c, k.lanes);  // which the two above exclude
   const bool planar = !lane_groups && use_planar(c, k);
+  const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
+  at::Tensor result = at::empty(
+      {c.batch, c.out_channels(), c.out_h, c.out_w},
+      weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
   if (!lane_groups && !planar && gathers_group_bands(src, c.groups)) {
-    const bool nchw = format == at::MemoryFormat::Contiguous;
-    at::Tensor result = at::empty(
-        {c.batch, c.out_channels(), c.out_h, c.out_w},
-        weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
     convolve_grouped_bands<T>(k, c, src, pad_top, pad_left, weight, bias, transposed, nchw,
                               result.mutable_data_ptr<T>());
     return in_layout<T>(k, result, format);
   }
   const at::Tensor buffer = padded_buffer<T>(k, src, !planar, c.in_h, c.in_w, pad_top, pad_left,
                                              planar ? planar_slack(c.stride_w, k.lanes) : 0);
-  const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
-  at::Tensor result = at::empty(
-      {c.batch, c.out_channels(), c.out_h, c.out_w},
-      weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
   if (planar) {
     convolve_planar<T>(k, c, buffer.const_data_ptr<T>(), weight, bias, transposed, !nchw,
                        result.mutable_data_ptr<T>());
@@ -1552,26 +1555,25 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   }
   // Where an item reads grad_output: the buffer from the item's first image
   // and band row on, or a thread's group images of the band's rows.
-  ConvNhwc padded = ConvNhwc::input_gradient(s, rows.front(), cols.front());
+  ConvNhwc padded = any_phase;
   padded.in_h = top.size;
   padded.in_w = left.size;
-  const NhwcInput<T> whole = NhwcInput<T>::of(padded, nullptr);
-  const int64_t per_group = s.out_per_group(), gathered_rows = std::min(top.size, band + reach);
-  const NhwcInput<T> gathered{nullptr, gathered_rows * left.size * s.out_channels, left.size * per_group, per_group,
-                              gathered_rows * left.size * per_group};
+  const int64_t gathered_rows = std::min(top.size, band + reach);
   const std::optional<GroupedSource<T>> source =
       gather ? std::make_optional<GroupedSource<T>>(k, grad_output, s.groups) : std::nullopt;
+  const NhwcInput<T> layout =
+      gather ? source->tile(nullptr, gathered_rows, left.size) : NhwcInput<T>::of(padded, nullptr);
   parallel_ranges(image_groups * bands * blocks, images_per_item * band * phase_cols * item_weights,
                   [&](int64_t begin, int64_t end) {
     std::vector<T> tile(nchw ? images_per_item * tile_image : 0);
-    std::vector<T> grad(gather ? images_per_item * gathered.image : 0);
+    std::vector<T> grad(gather ? images_per_item * layout.image : 0);
     int64_t gathered_band = -1;  // the (image group, band) whose rows `grad` holds
     typename DenseBlocks<T>::Scratch scratch = first.scratch();
     for (int64_t item = begin; item < end; ++item) {
       const int64_t block = item % blocks, j0 = item / blocks % bands * band;
       const int64_t n0 = item / (blocks * bands) * images_per_item, n1 = std::min(s.batch, n0 + images_per_item);
       const int64_t first_channel = first.first_channel(block), r0 = j0 * s.h.stride;
-      NhwcInput<T> in = gather ? gathered : whole;
+      NhwcInput<T> in = layout;
       if (gather) {
         in.data = grad.data();
         if (gathered_band != item / blocks) {
