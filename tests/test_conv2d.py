@@ -232,6 +232,41 @@ def test_grouped_bands_match(expected, layout, band_rows, groups, per_group, ker
     )
 
 
+@pytest.mark.parametrize("groups,in_per_group,kernel,stride,padding,size", [
+    (4, None, 3, 1, 1, (11, 13)),                 # as many inputs as outputs per group (ResNeXt)
+    (6, 12, (3, 2), 2, (1, 0), (12, 9)),          # strided, more inputs than outputs per group
+    (3, None, 3, 1, 1, (9, 10)),                  # an odd number of groups: one is left without a pair
+])
+@pytest.mark.parametrize("split", [None, "chunks", "bands"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("expected", [reference.conv2d, F.conv2d], ids=["reference", "torch"])
+def test_paired_groups_match(expected, layout, split, groups, in_per_group, kernel, stride, padding, size,
+                             cpu_isa, monkeypatch):
+    """float32 layers of 8 output channels per group on AVX-512 (half a vector)
+    run two groups to a dense block: input pixels gathered with the pair's channels
+    interleaved, one broadcast of two values per FMA, the pair's weights and
+    bias interleaved in the lanes, sums put back in channel order when
+    stored, and read back interleaved when a later chunk of input channels
+    adds to them. Forward and input gradient, with input channels in chunks
+    of a few channels or output rows in bands of one."""
+    if split == "chunks":
+        monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", "4096")
+    elif split == "bands":
+        monkeypatch.setenv("CONVEXT_CPU_BAND_BYTES", "1")
+    out_per_group = 8
+    in_per_group = in_per_group or out_per_group
+    x = with_layout(torch.randn(2, groups * in_per_group, *size), layout).requires_grad_()
+    kernel_hw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = torch.randn(groups * out_per_group, in_per_group, *kernel_hw, requires_grad=True)
+    b = torch.randn(groups * out_per_group, requires_grad=True)
+    args = (stride, padding, 1, groups)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, *args),
+        lambda x, w, b: expected(x, w, b, *args),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("height,width", [(13, 17), (33, 31)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_one_image_in_runs_of_equal_length_matches_torch(height, width, layout, cpu_isa):

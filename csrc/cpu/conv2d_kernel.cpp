@@ -208,8 +208,12 @@ struct ConvNhwc {
   int64_t out_h, out_w;
   int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
   int64_t pad_h = 0, pad_w = 0;  // padding not in the buffer (depthwise kernels skip it)
+  // Groups of the layer per group here (interleaved): their input channels
+  // interleave in a pixel ([ic][group], in_per_group ic each) and their
+  // output channels are one group's (out_per_group counts them all).
+  int64_t interleave = 1;
 
-  int64_t in_channels() const { return groups * in_per_group; }
+  int64_t in_channels() const { return groups * interleave * in_per_group; }
   int64_t out_channels() const { return groups * out_per_group; }
   bool depthwise() const { return in_per_group == 1 && out_per_group == 1; }
 
@@ -225,6 +229,29 @@ struct ConvNhwc {
   int64_t lane_group_width(int lanes) const {
     const int64_t width = in_per_group;
     return width == out_per_group && width <= kMaxLaneGroupWidth && width < lanes && lanes % width == 0 ? width : 0;
+  }
+
+  // Groups of this layer that the dense kernels take two at a time, their
+  // lanes interleaved (ConvPixelsArgs::interleave), or 1: float32 groups of
+  // 8 output channels on 16 lanes (AVX-512), ResNeXt's. There they had run
+  // as lane groups, which stream 8 rotations of every tap's weights per
+  // pixel (Zen 4, whose 16-lane FMAs cost two 8-lane ones, alternating
+  // processes against torch, ResNeXt's 3x3 8 x 256 g32 @28: channels_last
+  // forward 0.70-0.75x -> 0.97-1.17x, input gradient 0.66-0.97x ->
+  // 1.02-1.05x; NCHW 0.69-0.83x -> 0.88-0.92x and 0.61-0.74x -> 1.01-1.05x;
+  // its 3x3/2 @56 input gradient, whose phases then run in one pass
+  // (dense_phases_in_bands), NCHW 0.24-0.26x -> 1.16x, channels_last
+  // 0.39-0.44x -> 0.59-0.62x). Not groups of 4 on AVX2's 8 lanes: the
+  // suite's g32 128 @56 NCHW forward ran 1.65x -> 1.03x torch so.
+  int64_t interleaved_groups(int lanes, int64_t element_size) const {
+    return element_size == 4 && interleave == 1 && groups % 2 == 0 && out_per_group == 8 && lanes == 16 ? 2 : 1;
+  }
+  ConvNhwc interleaved(int64_t count) const {
+    ConvNhwc c = *this;
+    c.groups /= count;
+    c.out_per_group *= count;
+    c.interleave = count;
+    return c;
   }
 
   // The forward convolution of s, reading an input padded by s's padding.
@@ -290,15 +317,18 @@ struct Blocking {
 
 // bias (a group's channels after another's) as [group][slot]: each group's
 // channels in its first slots, zeros in the rest, so that a kernel reads
-// whole blocks of a group's channels. Empty when there is no bias.
+// whole blocks of a group's channels; with interleave > 1, a group's
+// channels are those of `interleave` groups, interleaved as the lanes of
+// their block (ConvPixelsArgs::interleave). Empty when there is no bias.
 at::Tensor bias_per_group(const std::optional<at::Tensor>& bias, int64_t groups, int64_t slots,
-                          const at::TensorOptions& options) {
+                          const at::TensorOptions& options, int64_t interleave = 1) {
   if (!bias) {
     return at::Tensor();
   }
   const int64_t per_group = bias->size(0) / groups;
   at::Tensor padded = at::zeros({groups, slots}, options);
-  padded.narrow(1, 0, per_group).copy_(bias->view({groups, per_group}));
+  padded.narrow(1, 0, per_group)
+      .copy_(bias->view({groups, interleave, per_group / interleave}).transpose(1, 2).reshape({groups, per_group}));
   return padded;
 }
 
@@ -348,7 +378,9 @@ at::Tensor pack_lane_group_weight(const KernelsFor<T>& k, const at::Tensor& weig
 }
 
 // Dense weights (C_out, C_in / groups, kh, kw) as [group][block][chunk][kh][kw][ic][lane],
-// zeros in the lanes past a group's channels. transposed: the weights of the
+// zeros in the lanes past a group's channels; c.interleave groups to a block
+// have their lanes interleaved (lane oc * interleave + group, as
+// ConvPixelsArgs::interleave reads them). transposed: the weights of the
 // transposed convolution (channel roles swapped, taps flipped), which
 // computes the input gradient. pack() writes one chunk of one block (a
 // contiguous piece of the result): all of them up front (pack_weight), or
@@ -367,7 +399,8 @@ class WeightPacker {
         kh_step_(transposed ? -w_.stride_h : w_.stride_h), kw_step_(transposed ? -w_.stride_w : w_.stride_w),
         // NCHW weights: a forward lane's channels and taps are one contiguous
         // run, and so are a transposed channel's lanes and taps.
-        nchw_(w_.stride_c == taps_ && w_.stride_h == kernel_w_ && w_.stride_w == 1) {}
+        nchw_(w_.stride_c == taps_ && w_.stride_h == kernel_w_ && w_.stride_w == 1),
+        group_out_(c.out_per_group / c.interleave) {}
 
   // Blocks ([group][block of lanes]), chunks per block, and the elements of
   // a block and of its chunks (the last chunk's are fewer).
@@ -375,17 +408,41 @@ class WeightPacker {
   int64_t chunks() const { return blocking_.chunks; }
   int64_t block_size() const { return taps_ * c_.in_per_group * blocking_.width; }
   int64_t chunk_size() const { return taps_ * blocking_.chunk * blocking_.width; }
-  // Scratch a pack() call needs.
-  int64_t scratch_size() const { return nchw_ ? kSubChannels * taps_ * blocking_.width : 0; }
+  // Scratch a pack() call needs: for the transposes of NCHW weights, and
+  // interleaved, for each group's lanes before they interleave.
+  int64_t scratch_size() const {
+    return (nchw_ ? kSubChannels * taps_ * blocking_.width : 0) +
+           (c_.interleave > 1 ? taps_ * blocking_.chunk * group_out_ : 0);
+  }
 
   // Chunk `chunk` of block `block` ([group][block of lanes]) into p.
   void pack(int64_t block, int64_t chunk, T* p, T* scratch) const {
     const int64_t width = blocking_.width;
     const int64_t g = block / blocking_.per_group, first_oc = block % blocking_.per_group * width;
-    const int64_t lanes = std::min(width, c_.out_per_group - first_oc);
-    const T* origin = transposed_ ? &w_(g * c_.in_per_group, first_oc, kernel_h_ - 1, kernel_w_ - 1)
-                                  : &w_(g * c_.out_per_group + first_oc, 0, 0, 0);
     const int64_t first_ic = chunk * blocking_.chunk, count = std::min(blocking_.chunk, c_.in_per_group - first_ic);
+    if (c_.interleave == 1) {
+      pack_lanes(g, first_oc, std::min(width, c_.out_per_group - first_oc), width, first_ic, count, p, scratch);
+      return;
+    }
+    // Each of the block's layer groups packed alone, then spread into every interleave-th lane.
+    T* alone = scratch + (nchw_ ? kSubChannels * taps_ * width : 0);
+    for (int64_t member = 0; member < c_.interleave; ++member) {
+      pack_lanes(g * c_.interleave + member, 0, group_out_, group_out_, first_ic, count, alone, scratch);
+      for (int64_t row = 0; row < taps_ * count; ++row) {
+        for (int64_t oc = 0; oc < group_out_; ++oc) {
+          p[row * width + oc * c_.interleave + member] = alone[row * group_out_ + oc];
+        }
+      }
+    }
+  }
+
+ private:
+  // Lanes [first_oc, first_oc + lanes) of layer group g, input channels
+  // [first_ic, first_ic + count), into p as rows of `width`.
+  void pack_lanes(int64_t g, int64_t first_oc, int64_t lanes, int64_t width, int64_t first_ic, int64_t count, T* p,
+                  T* scratch) const {
+    const T* origin = transposed_ ? &w_(g * c_.in_per_group, first_oc, kernel_h_ - 1, kernel_w_ - 1)
+                                  : &w_(g * group_out_ + first_oc, 0, 0, 0);
     const T* src = origin + first_ic * ic_step_;
     const int64_t tap_row = count * width;  // elements between one tap's weights and the next's
     if (ic_step_ == 1) {  // channels_last weights: per tap a lanes x channels tile, transposed in registers
@@ -448,7 +505,6 @@ class WeightPacker {
     }
   }
 
- private:
   static constexpr int64_t kSubChannels = 16;  // channels per scratch tile of NCHW weights
   const KernelsFor<T>& k_;
   const Nchw<const T> w_;
@@ -457,6 +513,7 @@ class WeightPacker {
   const bool transposed_;
   const int64_t kernel_h_, kernel_w_, taps_, lane_step_, ic_step_, kh_step_, kw_step_;
   const bool nchw_;
+  const int64_t group_out_;  // output channels of a layer group
 };
 
 // Every block's chunks packed (WeightPacker), one task per block.
@@ -510,7 +567,8 @@ class DenseBlocks {
       : k_(k), c_(c), blocking_(Blocking::of(c, k.lanes, k.conv_vectors, sizeof(T))),
         packer_(k, weight, c, blocking_, transposed), pack_in_items_(pack_in_items),
         packed_(pack_in_items ? at::Tensor() : pack_weight<T>(packer_, weight.options())),
-        packed_bias_(bias_per_group(bias, c.groups, blocking_.per_group * blocking_.width, weight.options())) {}
+        packed_bias_(bias_per_group(bias, c.groups, blocking_.per_group * blocking_.width, weight.options(),
+                                    c.interleave)) {}
 
   int64_t count() const { return c_.groups * blocking_.per_group; }
   int64_t width() const { return blocking_.width; }
@@ -545,11 +603,11 @@ class DenseBlocks {
       if (pack_in_items_) {
         packer_.pack(block, chunk, scratch.weights.data(), scratch.packer.data());
       }
-      k_.conv_pixels({in.data + g * in.group + first_ic, in.image, in.row, in.pixel,
+      k_.conv_pixels({in.data + g * in.group + first_ic * c_.interleave, in.image, in.row, in.pixel,
                       std::min(blocking_.chunk, c_.in_per_group - first_ic), c_.kernel_h, c_.kernel_w,
                       c_.stride_h, c_.stride_w, c_.dilation_h, c_.dilation_w, weights, bias, out.data, out.pixel,
                       out.row, out.image, c_.out_w, c_.out_h * c_.out_w, begin, end, channels(block),
-                      blocking_.vectors, chunk > 0});
+                      blocking_.vectors, chunk > 0, static_cast<int>(c_.interleave)});
     }
   }
 
@@ -680,25 +738,58 @@ void copy_short(const T* from, T* to, int64_t count) {
   }
 }
 
+// to[2 * i] = first[i] and to[2 * i + 1] = second[i] for i < count: whole
+// pieces of 4 by two vector unpacks (element by element, GCC moved each
+// value through an integer register: 19% of ResNeXt's forward).
+template <typename T>
+inline void interleave_two(const T* first, const T* second, T* to, int64_t count) {
+  typedef T piece __attribute__((vector_size(4 * sizeof(T))));
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4) {
+    piece a, b;
+    std::memcpy(&a, first + i, sizeof(a));
+    std::memcpy(&b, second + i, sizeof(b));
+    const piece low = __builtin_shufflevector(a, b, 0, 4, 1, 5), high = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+    std::memcpy(to + 2 * i, &low, sizeof(low));
+    std::memcpy(to + 2 * i + 4, &high, sizeof(high));
+  }
+  for (; i < count; ++i) {
+    to[2 * i] = first[i];
+    to[2 * i + 1] = second[i];
+  }
+}
+
 // Whether the dense kernels read src of a grouped layer by gathering bands
 // of it into group images (GroupedSource): channels-last or NCHW planes.
 bool gathers_group_bands(const at::Tensor& src, int64_t groups) {
   return groups > 1 && (src.stride(1) == 1 || src.stride(3) == 1);
 }
 
+// Layer groups per group of the dense kernels on convolution c of src: 2 where
+// they pair up (ConvNhwc::interleaved_groups) and src gathers in bands,
+// ahead of the lane-group and planar kernels; else 1.
+template <typename T>
+int64_t interleaved_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src) {
+  return gathers_group_bands(src, c.groups) ? c.interleaved_groups(k.lanes, sizeof(T)) : 1;
+}
+
 // A grouped layer's (N, C, H, W) tensor, channels-last or in NCHW planes,
-// read as group images in bands (gather).
+// read as group images in bands (gather); with interleave > 1, a group
+// image holds that many of the layer's groups, their channels interleaved in
+// each pixel ([channel][layer group], ConvNhwc::interleave).
 template <typename T>
 struct GroupedSource {
   const KernelsFor<T>& k;
   const T* data;
   int64_t image, channel, row, pixel;  // elements between images, channels, rows and pixels
-  int64_t height, width, groups, per_group;
+  int64_t height, width, groups, per_group, interleave;
 
-  GroupedSource(const KernelsFor<T>& k, const at::Tensor& src, int64_t groups)
+  GroupedSource(const KernelsFor<T>& k, const at::Tensor& src, int64_t groups, int64_t interleave = 1)
       : k(k), data(src.const_data_ptr<T>()), image(src.stride(0)), channel(src.stride(1)), row(src.stride(2)),
         pixel(src.stride(3)), height(src.size(2)), width(src.size(3)), groups(groups),
-        per_group(src.size(1) / groups) {}
+        per_group(src.size(1) / groups), interleave(interleave) {
+    TORCH_INTERNAL_ASSERT(interleave == 1 || interleave == 2);
+  }
 
   // A tile of group images of `rows` rows of `buffer_w` columns, as gather
   // writes it and the dense kernels read it (one image per tile).
@@ -711,36 +802,62 @@ struct GroupedSource {
   // `buffer_w` columns with pad_top rows and pad_left columns of zeros
   // before the tensor's, into `tile` as group images ([group][row][column]
   // [channel], group_image elements apart): zeros where the buffer is.
-  // Channels-last pixels are copied a group's channels at a time, NCHW rows
-  // transposed a group's planes at a time.
+  // Channels-last pixels are copied a group's channels at a time; NCHW
+  // planes are transposed a group's planes at a time, the band's rows in one
+  // run where a plane's rows follow each other, into scratch, then placed.
+  // Two layer groups to a group (all that ConvNhwc::interleaved_groups
+  // pairs) interleave as they are placed.
   void gather(int64_t n, int64_t first_row, int64_t rows, int64_t pad_top, int64_t pad_left, int64_t buffer_w,
               T* tile, int64_t group_image) const {
     const int64_t first_x = std::clamp<int64_t>(-pad_left, 0, width);
     const int64_t last_x = std::clamp<int64_t>(buffer_w - pad_left, first_x, width);
     const int64_t left = first_x + pad_left, right = last_x + pad_left;  // the buffer's columns of src
+    const int64_t first_inside = std::clamp<int64_t>(pad_top - first_row, 0, rows);
+    const int64_t end_inside = std::clamp<int64_t>(pad_top + height - first_row, first_inside, rows);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t y = first_row + r - pad_top;
-      const bool inside = y >= 0 && y < height;
+      const bool inside = r >= first_inside && r < end_inside && right > left;
       for (int64_t g = 0; g < groups; ++g) {
         T* to = tile + g * group_image + r * buffer_w * per_group;
         std::fill(to, to + (inside ? left : buffer_w) * per_group, T(0));
         std::fill(to + (inside ? right : buffer_w) * per_group, to + buffer_w * per_group, T(0));
       }
-      if (!inside || right <= left) {
-        continue;
+    }
+    if (right <= left) {
+      return;
+    }
+    const auto place = [&](const T* from, T* to) {  // a pixel's channels of a group
+      if (interleave > 1) {
+        interleave_two(from, from + per_group / 2, to, per_group / 2);
+      } else {
+        copy_short(from, to, per_group);
       }
-      const T* from = data + n * image + y * row + first_x * pixel;
-      T* to = tile + (r * buffer_w + left) * per_group;
-      if (channel == 1) {
-        for (int64_t x = 0; x < right - left; ++x, from += pixel, to += per_group) {
+    };
+    const T* const origin = data + n * image + (first_row - pad_top) * row;  // at row 0 of the tile, column 0
+    if (channel == 1) {
+      for (int64_t r = first_inside; r < end_inside; ++r) {
+        const T* from = origin + r * row + first_x * pixel;
+        T* to = tile + (r * buffer_w + left) * per_group;
+        for (int64_t x = left; x < right; ++x, from += pixel, to += per_group) {
           for (int64_t g = 0; g < groups; ++g) {
-            copy_short(from + g * per_group, to + g * group_image, per_group);
+            place(from + g * per_group, to + g * group_image);
           }
         }
-      } else {
-        for (int64_t g = 0; g < groups; ++g) {
-          k.transpose(from + g * per_group * channel, channel, to + g * group_image, per_group, per_group,
-                      right - left);
+      }
+      return;
+    }
+    const int64_t run = row == width ? std::max<int64_t>(1, end_inside - first_inside) : 1;  // rows per transpose
+    std::vector<T> scratch(run * width * per_group);
+    for (int64_t r0 = first_inside; r0 < end_inside; r0 += run) {
+      const int64_t count = std::min(run, end_inside - r0);
+      for (int64_t g = 0; g < groups; ++g) {
+        k.transpose(origin + r0 * row + g * per_group * channel, channel, scratch.data(), per_group, per_group,
+                    (count - 1) * row + width);
+        for (int64_t r = r0; r < r0 + count; ++r) {
+          const T* from = scratch.data() + ((r - r0) * width + first_x) * per_group;
+          T* to = tile + g * group_image + (r * buffer_w + left) * per_group;
+          for (int64_t x = left; x < right; ++x, from += per_group, to += per_group) {
+            place(from, to);
+          }
         }
       }
     }
@@ -778,7 +895,7 @@ void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at:
   const int64_t bands = ceil_div(c.out_h, band);
   const DenseBlocks<T> blocks(k, c, weight, bias, transposed, false);
   const int64_t out_c = c.out_channels(), pixels = c.out_h * c.out_w;
-  const GroupedSource<T> source(k, src, c.groups);
+  const GroupedSource<T> source(k, src, c.groups, c.interleave);
   parallel_ranges(
       c.batch * bands, band * c.out_w * c.kernel_h * c.kernel_w * per_group * out_c, [&](int64_t begin, int64_t end) {
         std::vector<T> tile(input_rows(band) * row_elements);
@@ -1194,14 +1311,15 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
   if (use_tap_planes(k, c, taps)) {
     return in_layout<T>(k, tap_planes<T>(k, c, taps, src, weight, bias, transposed), format);
   }
-  const bool lane_groups = use_lane_groups(c, k.lanes);  // which the two above exclude
-  const bool planar = !lane_groups && use_planar(c, k);
+  const int64_t interleave = interleaved_bands<T>(k, c, src);
+  const bool lane_groups = interleave == 1 && use_lane_groups(c, k.lanes);  // which the two above exclude
+  const bool planar = interleave == 1 && !lane_groups && use_planar(c, k);
   const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
   at::Tensor result = at::empty(
       {c.batch, c.out_channels(), c.out_h, c.out_w},
       weight.options().memory_format(nchw ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast));
   if (!lane_groups && !planar && gathers_group_bands(src, c.groups)) {
-    convolve_grouped_bands<T>(k, c, src, pad_top, pad_left, weight, bias, transposed, nchw,
+    convolve_grouped_bands<T>(k, c.interleaved(interleave), src, pad_top, pad_left, weight, bias, transposed, nchw,
                               result.mutable_data_ptr<T>());
     return in_layout<T>(k, result, format);
   }
@@ -1398,7 +1516,7 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
   }
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
-  if (use_lane_groups(c, k.lanes)) {
+  if (use_lane_groups(c, k.lanes) && interleaved_bands<T>(k, c, input) == 1) {
     const ConvNhwc unpadded = c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad);
     return lane_group_conv<T>(k, unpadded, input, weight, bias, false, format);
   }
@@ -1496,7 +1614,8 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   // Phases differ only in their taps and sizes, so every phase runs on the
   // kernels that the first would.
   const ConvNhwc any_phase = ConvNhwc::input_gradient(s, rows.front(), cols.front());
-  if (any_phase.depthwise() || use_lane_groups(any_phase, k.lanes) || use_planar(any_phase, k)) {
+  const int64_t interleave = interleaved_bands<T>(k, any_phase, grad_output);
+  if (interleave == 1 && (any_phase.depthwise() || use_lane_groups(any_phase, k.lanes) || use_planar(any_phase, k))) {
     return std::nullopt;
   }
   const SharedPadding top(rows), left(cols);
@@ -1518,7 +1637,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   phases.reserve(rows.size() * cols.size());
   for (const InputPhase& h : rows) {
     for (const InputPhase& w : cols) {
-      ConvNhwc c = ConvNhwc::input_gradient(s, h, w);
+      ConvNhwc c = ConvNhwc::input_gradient(s, h, w).interleaved(interleave);
       c.in_h = top.size;
       c.in_w = left.size;
       const at::Tensor taps =
@@ -1560,7 +1679,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   padded.in_w = left.size;
   const int64_t gathered_rows = std::min(top.size, band + reach);
   const std::optional<GroupedSource<T>> source =
-      gather ? std::make_optional<GroupedSource<T>>(k, grad_output, s.groups) : std::nullopt;
+      gather ? std::make_optional<GroupedSource<T>>(k, grad_output, s.groups / interleave, interleave) : std::nullopt;
   const NhwcInput<T> layout =
       gather ? source->tile(nullptr, gathered_rows, left.size) : NhwcInput<T>::of(padded, nullptr);
   parallel_ranges(image_groups * bands * blocks, images_per_item * band * phase_cols * item_weights,
@@ -1677,7 +1796,8 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                                       at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
-  if (use_lane_groups(c, k.lanes) && s.h.stride == 1 && s.w.stride == 1) {
+  if (use_lane_groups(c, k.lanes) && interleaved_bands<T>(k, c, grad_output) == 1 && s.h.stride == 1 &&
+      s.w.stride == 1) {
     // No zeros to spread in: the forward kernel, its padding (which may be
     // negative: a crop) skipped, by the flipped weights.
     const InputPhase h = input_phases(s.h).front(), w = input_phases(s.w).front();

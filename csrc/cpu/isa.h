@@ -32,6 +32,11 @@ struct ConvPixelsArgs {
   int64_t channels;       // valid channels of the block, <= block
   int vectors;            // block = vectors * lanes, 1 to KernelsFor::conv_vectors
   bool accumulate;        // add to the output (a later chunk of input channels) instead of bias
+  // Groups in the block (1 or, float only, 2): their lanes interleave (lane
+  // oc * interleave + group, bias too), and so do their channels in input
+  // pixels ([ic][group], input_pixel = in_channels * interleave elements).
+  // Outputs are written in channel order.
+  int interleave;
 };
 
 // A tile of a weight gradient for one kernel tap: a WeightGradTile's

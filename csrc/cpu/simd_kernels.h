@@ -72,6 +72,20 @@ struct Vec {
   // x - 0 is x for every x (-0 included), so it folds away and x is loaded
   // straight into every lane; 0 + x is not (0 + -0 is +0): an add per call.
   static type broadcast(T x) { return x - type{}; }
+  // The P elements at p in every run of P lanes ([p0, p1, p0, p1, ...]): one
+  // broadcast of their P * sizeof(T) bytes (at most 8).
+  template <int P>
+  static type broadcast_run(const T* p) {
+    if constexpr (P == 1) {
+      return broadcast(*p);
+    } else {
+      static_assert(P * sizeof(T) == sizeof(uint64_t), "a run of P elements is broadcast as 64 bits");
+      typedef uint64_t bits_vec __attribute__((vector_size(Bytes)));
+      uint64_t bits;
+      __builtin_memcpy(&bits, p, sizeof(bits));
+      return (type)(bits + bits_vec{});
+    }
+  }
 };
 
 template <int Lanes>
@@ -166,6 +180,23 @@ struct Kernels {
     }
   }
 
+  // A block of P interleaved groups holds group m's output channel oc in lane
+  // oc * P + m (what broadcast_run multiplies); in channel order, group m's
+  // channels lie in lanes [m * L / P, (m + 1) * L / P). ToChannels: the
+  // interleaved lanes of v in channel order, else the other way round.
+  template <int P, bool ToChannels>
+  static vec reorder_groups(vec v) {
+    if constexpr (P == 1) {
+      return v;
+    } else {
+      lane_int from;
+      for (int lane = 0; lane < L; ++lane) {
+        from[lane] = ToChannels ? lane % (L / P) * P + lane / (L / P) : lane % P * (L / P) + lane / P;
+      }
+      return __builtin_shuffle(v, from);
+    }
+  }
+
   // acc[j][i] += broadcasts[j] * vectors[i]: the outer product that the
   // pointwise and weight-gradient kernels add per input channel or pixel.
   template <int NJ, int NI>
@@ -217,7 +248,12 @@ struct Kernels {
   // processes: the stem's channels_last 0.77x -> 1.04-1.09x, ResNeXt's 3x3/2
   // 8 x 256 g32 @56 0.70x -> 0.80x channels_last, 0.81-0.83x -> 0.88-0.98x
   // NCHW; the dense forwards within noise.
-  template <int NB, int RW>
+  //
+  // P > 1 (ConvPixelsArgs::interleave): one vector of P groups' channels,
+  // lanes interleaved, reading input pixels whose P groups' channels
+  // interleave too ([ic][group]): a broadcast of an input channel's P values
+  // feeds one FMA for all P groups.
+  template <int NB, int RW, int P = 1>
   __attribute__((noinline)) static void conv_block(const ConvPixelsArgs<T>& a, PixelWalk& walk) {
     const T* x[RW];
     T* out[RW];
@@ -234,7 +270,8 @@ struct Kernels {
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) {
         if (a.accumulate) {
-          acc[r][b] = full_block ? V::load(out[r] + b * L) : load_first(out[r] + b * L, a.channels - b * L);
+          acc[r][b] = reorder_groups<P, false>(full_block ? V::load(out[r] + b * L)
+                                                          : load_first(out[r] + b * L, a.channels - b * L));
         } else {
           acc[r][b] = a.bias ? V::load(a.bias + b * L) : vec{};
         }
@@ -244,18 +281,18 @@ struct Kernels {
     // summed), its (kw, ic) pairs are one run: the stem's 7 x 3 in one loop
     // of 21 (AVX2, alternating processes: its forward 0.96x torch -> 1.11x
     // channels_last, 0.70x -> 0.79x NCHW, medians; the 3x3 layers unchanged).
-    const bool row_run = a.dilation_w == 1 && a.input_pixel == a.in_channels;
+    const bool row_run = a.dilation_w == 1 && a.input_pixel == a.in_channels * P;
     const int64_t taps_w = row_run ? 1 : a.kernel_w, run = row_run ? a.kernel_w * a.in_channels : a.in_channels;
     const T* w = a.weight;
     for (int64_t kh = 0; kh < a.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < taps_w; ++kw) {
         const int64_t tap = kh * a.dilation_h * a.input_row + kw * a.dilation_w * a.input_pixel;
-        for (int64_t ic = 0; ic < run; ++ic, w += NB * L) {
+        for (int64_t ic = 0; ic < run * P; ic += P, w += NB * L) {
           if constexpr (holds_broadcasts<NB>()) {
             vec xv[RW];
 #pragma GCC unroll 16
             for (int r = 0; r < RW; ++r) {
-              xv[r] = V::broadcast(x[r][tap + ic]);
+              xv[r] = V::template broadcast_run<P>(x[r] + tap + ic);
             }
 #pragma GCC unroll 4
             for (int b = 0; b < NB; ++b) {
@@ -273,7 +310,7 @@ struct Kernels {
             }
 #pragma GCC unroll 16
             for (int r = 0; r < RW; ++r) {
-              const vec xv = V::broadcast(x[r][tap + ic]);
+              const vec xv = V::template broadcast_run<P>(x[r] + tap + ic);
 #pragma GCC unroll 4
               for (int b = 0; b < NB; ++b) {
                 acc[r][b] += xv * wv[b];
@@ -289,25 +326,29 @@ struct Kernels {
     // forward 10.7 against 9.5).
 #pragma GCC unroll 16
     for (int r = 0; r < RW; ++r) {
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) {
+        acc[r][b] = reorder_groups<P, true>(acc[r][b]);
+      }
       store_first<NB>(out[r], acc[r], a.channels);
     }
   }
 
   // Full register blocks, then a block of 4 and single pixels for the rest.
-  template <int NB>
+  template <int NB, int P = 1>
   static void conv_pixels_blocked(const ConvPixelsArgs<T>& a) {
     constexpr int RW = pixels_per_block<NB>();
     int64_t p = a.pixel_begin;
     PixelWalk walk(a, p);
     for (; p + RW <= a.pixel_end; p += RW) {
-      conv_block<NB, RW>(a, walk);
+      conv_block<NB, RW, P>(a, walk);
     }
     if (RW > 4 && p + 4 <= a.pixel_end) {
-      conv_block<NB, (RW > 4 ? 4 : 1)>(a, walk);
+      conv_block<NB, (RW > 4 ? 4 : 1), P>(a, walk);
       p += RW > 4 ? 4 : 1;
     }
     for (; p < a.pixel_end; ++p) {
-      conv_block<NB, 1>(a, walk);
+      conv_block<NB, 1, P>(a, walk);
     }
   }
 
@@ -325,6 +366,11 @@ struct Kernels {
 
   template <int NB = kConvVectors>
   static void conv_pixels(const ConvPixelsArgs<T>& a) {
+    if constexpr (NB == kConvVectors && 2 * sizeof(T) == sizeof(uint64_t)) {
+      if (a.interleave == 2) {  // one vector: the block's channels fill it
+        return conv_pixels_blocked<1, 2>(a);
+      }
+    }
     if constexpr (NB > 1) {
       if (a.vectors < NB) {
         return conv_pixels<NB - 1>(a);
