@@ -1594,9 +1594,9 @@ struct SharedPadding {
 // The input gradient of s by its phases (rows x cols, reaching every
 // position), all on the dense kernels and in one pass: a work item sums each
 // phase's pixels in a band of grad_input's rows for one block of channels
-// and writes them to their places, every stride-th row and column
-// (channels_last: in grad_input; NCHW: in a tile of the band's rows,
-// transposed into the planes from cache), all phases reading one padded copy
+// and writes them to their places, every stride-th row and column (dense
+// channels_last: in grad_input; NCHW and grouped: in a tile of the band's
+// rows, then written out from cache), all phases reading one padded copy
 // of grad_output. Phase by phase, each result went through memory twice more
 // to be copied into its slice of grad_input, and each phase padded its own
 // copy. AVX2, input gradients against torch, alternating processes, NCHW /
@@ -1647,6 +1647,15 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
     }
   }
   const bool nchw = format == at::MemoryFormat::Contiguous;
+  // NCHW blocks, and a grouped layer's channels_last ones, are summed in a
+  // tile of the band's rows and then written out: into the planes, or a
+  // block's channels a pixel at a time. Written by the kernels to every
+  // stride-th pixel of a channels_last grad_input, a group's 64 bytes of
+  // each 1 KiB pixel cost more than the sums (ResNeXt's 3x3/2 8 x 256 g32
+  // @56 on AVX-512, alternating processes against torch: 0.60-0.61x ->
+  // 0.72-0.74x); the dense layers' wider blocks stay in place (3x3/2 128
+  // @56 on AVX2: 0.98x -> 0.91x through the tile).
+  const bool in_tile = nchw || gather;
   at::Tensor grad_input =
       at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options().memory_format(format));
   T* const gi = grad_input.mutable_data_ptr<T>();
@@ -1684,7 +1693,7 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
       gather ? source->tile(nullptr, gathered_rows, left.size) : NhwcInput<T>::of(padded, nullptr);
   parallel_ranges(image_groups * bands * blocks, images_per_item * band * phase_cols * item_weights,
                   [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(nchw ? images_per_item * tile_image : 0);
+    std::vector<T> tile(in_tile ? images_per_item * tile_image : 0);
     std::vector<T> grad(gather ? images_per_item * layout.image : 0);
     int64_t gathered_band = -1;  // the (image group, band) whose rows `grad` holds
     typename DenseBlocks<T>::Scratch scratch = first.scratch();
@@ -1713,10 +1722,10 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
         // Pixel (n0, j0, 0) of the phase is grad_input's (n0, r0 + h.phase, w.phase).
         const int64_t at_row = p.h.phase * in_w + p.w.phase;
         const PixelPlacement<T> out =
-            nchw ? PixelPlacement<T>{tile.data() + at_row * block_width, s.w.stride * block_width,
-                                     s.h.stride * in_w * block_width, tile_image}
-                 : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
-                                     s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
+            in_tile ? PixelPlacement<T>{tile.data() + at_row * block_width, s.w.stride * block_width,
+                                        s.h.stride * in_w * block_width, tile_image}
+                    : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
+                                        s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
         NhwcInput<T> phase_in = in;
         phase_in.data += p.first_row * in.row + p.first_col * in.pixel;
         const int64_t image_pixels = p.h.positions * p.w.positions;
@@ -1724,10 +1733,17 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
         p.blocks.run(block, phase_in, out, 0, (n1 - 1 - n0) * image_pixels + (j1 - j0) * p.w.positions, scratch);
       }
       const int64_t r1 = std::min(s.h.in_size, r0 + band_rows);
-      for (int64_t n = n0; nchw && n < n1; ++n) {
-        k.transpose(tile.data() + (n - n0) * tile_image, block_width,
-                    gi + (n * channels + first_channel) * plane + r0 * in_w, plane, (r1 - r0) * in_w,
-                    first.channels(block));
+      for (int64_t n = n0; in_tile && n < n1; ++n) {
+        const T* from = tile.data() + (n - n0) * tile_image;
+        if (nchw) {
+          k.transpose(from, block_width, gi + (n * channels + first_channel) * plane + r0 * in_w, plane,
+                      (r1 - r0) * in_w, first.channels(block));
+          continue;
+        }
+        T* to = gi + (n * plane + r0 * in_w) * channels + first_channel;
+        for (int64_t pixel = 0; pixel < (r1 - r0) * in_w; ++pixel, from += block_width, to += channels) {
+          copy_short(from, to, first.channels(block));
+        }
       }
     }
   });
