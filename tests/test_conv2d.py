@@ -234,10 +234,10 @@ def test_grouped_bands_match(expected, layout, band_rows, groups, per_group, ker
 
 @pytest.mark.parametrize("groups,in_per_group,kernel,stride,padding,size", [
     (4, None, 3, 1, 1, (11, 13)),                 # as many inputs as outputs per group (ResNeXt)
-    (6, 12, (3, 2), 2, (1, 0), (12, 9)),          # strided, more inputs than outputs per group
+    (6, 12, (3, 2), 2, (1, 0), (12, 8)),          # strided, more inputs than outputs per group
     (3, None, 3, 1, 1, (9, 10)),                  # an odd number of groups: one is left without a pair
 ])
-@pytest.mark.parametrize("split", [None, "chunks", "bands"])
+@pytest.mark.parametrize("split", [None, "chunks", "bands", "streams"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("expected", [reference.conv2d, F.conv2d], ids=["reference", "torch"])
 def test_paired_groups_match(expected, layout, split, groups, in_per_group, kernel, stride, padding, size,
@@ -248,11 +248,14 @@ def test_paired_groups_match(expected, layout, split, groups, in_per_group, kern
     bias interleaved in the lanes, sums put back in channel order when
     stored, and read back interleaved when a later chunk of input channels
     adds to them. Forward and input gradient, with input channels in chunks
-    of a few channels or output rows in bands of one."""
+    of a few channels, output rows in bands of one, or a channels_last
+    strided input gradient's rows streamed out of its tile."""
     if split == "chunks":
         monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", "4096")
     elif split == "bands":
         monkeypatch.setenv("CONVEXT_CPU_BAND_BYTES", "1")
+    elif split == "streams":
+        monkeypatch.setenv("CONVEXT_CPU_STREAM_BYTES", "0")
     out_per_group = 8
     in_per_group = in_per_group or out_per_group
     x = with_layout(torch.randn(2, groups * in_per_group, *size), layout).requires_grad_()

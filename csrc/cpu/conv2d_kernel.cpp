@@ -1591,6 +1591,10 @@ struct SharedPadding {
   }
 };
 
+// A thread's tile of all channels of a band's rows, at most: past it the blocks write in place
+// (dense_phases_in_bands).
+constexpr int64_t kMaxRowsTileBytes = int64_t{2} << 20;
+
 // The input gradient of s by its phases (rows x cols, reaching every
 // position), all on the dense kernels and in one pass: a work item sums each
 // phase's pixels in a band of grad_input's rows for one block of channels
@@ -1647,15 +1651,6 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
     }
   }
   const bool nchw = format == at::MemoryFormat::Contiguous;
-  // NCHW blocks, and a grouped layer's channels_last ones, are summed in a
-  // tile of the band's rows and then written out: into the planes, or a
-  // block's channels a pixel at a time. Written by the kernels to every
-  // stride-th pixel of a channels_last grad_input, a group's 64 bytes of
-  // each 1 KiB pixel cost more than the sums (ResNeXt's 3x3/2 8 x 256 g32
-  // @56 on AVX-512, alternating processes against torch: 0.60-0.61x ->
-  // 0.72-0.74x); the dense layers' wider blocks stay in place (3x3/2 128
-  // @56 on AVX2: 0.98x -> 0.91x through the tile).
-  const bool in_tile = nchw || gather;
   at::Tensor grad_input =
       at::empty({s.batch, s.in_channels, s.h.in_size, s.w.in_size}, weight.options().memory_format(format));
   T* const gi = grad_input.mutable_data_ptr<T>();
@@ -1674,7 +1669,25 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
   const int64_t images_per_item =
       bands > 1 ? 1
                 : std::clamp<int64_t>(8 * kPixelRun / (phase_rows * phase_cols), 1, std::max<int64_t>(1, s.batch));
-  const int64_t image_groups = ceil_div(s.batch, images_per_item), tile_image = band_rows * in_w * block_width;
+  // NCHW blocks are summed in a tile of the band's rows and transposed into
+  // the planes; a grouped layer's channels_last ones in a tile of all
+  // channels of the band's rows (every block of a band in one work item),
+  // copied out as whole rows, by streaming stores where grad_input is large.
+  // Written by the kernels to every stride-th pixel of grad_input, a group's
+  // 64 bytes of each 1 KiB pixel cost more than the sums: ResNeXt's 3x3/2 8
+  // x 256 g32 @56 on AVX-512, alternating processes against torch,
+  // 0.60-0.61x -> 0.63-0.71x with a block's tile copied out a pixel at a
+  // time, 0.66-0.74x with whole rows, 0.84-0.89x streamed (on the AVX2
+  // kernels 0.51x -> 0.64-0.66x). The dense layers' wider blocks stay in
+  // place (3x3/2 128 @56 on AVX2: 0.98x -> 0.91x through a block's tile),
+  // and so do grouped ones whose tile would pass kMaxRowsTileBytes.
+  const bool whole_rows = gather && !nchw &&
+                          images_per_item * band_rows * in_w * channels * static_cast<int64_t>(sizeof(T)) <=
+                              kMaxRowsTileBytes;
+  const bool in_tile = nchw || whole_rows;
+  const bool stream = whole_rows && streaming_stores(gi, grad_input.numel(), in_w * channels, k.lanes, sizeof(T));
+  const int64_t item_blocks = whole_rows ? blocks : 1, tile_width = whole_rows ? channels : block_width;
+  const int64_t image_groups = ceil_div(s.batch, images_per_item), tile_image = band_rows * in_w * tile_width;
   int64_t item_weights = 0;
   int64_t reach = 0;  // rows past a band's `band` that its phases read
   for (const Phase& p : phases) {
@@ -1691,21 +1704,22 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
       gather ? std::make_optional<GroupedSource<T>>(k, grad_output, s.groups / interleave, interleave) : std::nullopt;
   const NhwcInput<T> layout =
       gather ? source->tile(nullptr, gathered_rows, left.size) : NhwcInput<T>::of(padded, nullptr);
-  parallel_ranges(image_groups * bands * blocks, images_per_item * band * phase_cols * item_weights,
+  const int64_t block_items = blocks / item_blocks;  // work items per band
+  parallel_ranges(image_groups * bands * block_items, images_per_item * band * phase_cols * item_weights * item_blocks,
                   [&](int64_t begin, int64_t end) {
     std::vector<T> tile(in_tile ? images_per_item * tile_image : 0);
     std::vector<T> grad(gather ? images_per_item * layout.image : 0);
     int64_t gathered_band = -1;  // the (image group, band) whose rows `grad` holds
     typename DenseBlocks<T>::Scratch scratch = first.scratch();
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t block = item % blocks, j0 = item / blocks % bands * band;
-      const int64_t n0 = item / (blocks * bands) * images_per_item, n1 = std::min(s.batch, n0 + images_per_item);
-      const int64_t first_channel = first.first_channel(block), r0 = j0 * s.h.stride;
+      const int64_t band_item = item / block_items, j0 = band_item % bands * band;
+      const int64_t n0 = band_item / bands * images_per_item, n1 = std::min(s.batch, n0 + images_per_item);
+      const int64_t r0 = j0 * s.h.stride, r1 = std::min(s.h.in_size, r0 + band_rows);
       NhwcInput<T> in = layout;
       if (gather) {
         in.data = grad.data();
-        if (gathered_band != item / blocks) {
-          gathered_band = item / blocks;
+        if (gathered_band != band_item) {
+          gathered_band = band_item;
           for (int64_t n = n0; n < n1; ++n) {
             source->gather(n, j0, std::min(gathered_rows, top.size - j0), top.before, left.before, left.size,
                            grad.data() + (n - n0) * in.image, in.group);
@@ -1714,35 +1728,40 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
       } else {
         in.data = buffer.const_data_ptr<T>() + n0 * in.image + j0 * in.row;
       }
-      for (const Phase& p : phases) {
-        const int64_t j1 = std::min(j0 + band, p.h.positions);
-        if (j1 <= j0) {
-          continue;
+      for (int64_t block = item % block_items * item_blocks; block < (item % block_items + 1) * item_blocks; ++block) {
+        const int64_t first_channel = first.first_channel(block);
+        T* const block_tile = tile.data() + (whole_rows ? first_channel : 0);
+        for (const Phase& p : phases) {
+          const int64_t j1 = std::min(j0 + band, p.h.positions);
+          if (j1 <= j0) {
+            continue;
+          }
+          // Pixel (n0, j0, 0) of the phase is grad_input's (n0, r0 + h.phase, w.phase).
+          const int64_t at_row = p.h.phase * in_w + p.w.phase;
+          const PixelPlacement<T> out =
+              in_tile ? PixelPlacement<T>{block_tile + at_row * tile_width, s.w.stride * tile_width,
+                                          s.h.stride * in_w * tile_width, tile_image}
+                      : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
+                                          s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
+          NhwcInput<T> phase_in = in;
+          phase_in.data += p.first_row * in.row + p.first_col * in.pixel;
+          const int64_t image_pixels = p.h.positions * p.w.positions;
+          // Pixels from the item's first image and band row on.
+          p.blocks.run(block, phase_in, out, 0, (n1 - 1 - n0) * image_pixels + (j1 - j0) * p.w.positions, scratch);
         }
-        // Pixel (n0, j0, 0) of the phase is grad_input's (n0, r0 + h.phase, w.phase).
-        const int64_t at_row = p.h.phase * in_w + p.w.phase;
-        const PixelPlacement<T> out =
-            in_tile ? PixelPlacement<T>{tile.data() + at_row * block_width, s.w.stride * block_width,
-                                        s.h.stride * in_w * block_width, tile_image}
-                    : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
-                                        s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
-        NhwcInput<T> phase_in = in;
-        phase_in.data += p.first_row * in.row + p.first_col * in.pixel;
-        const int64_t image_pixels = p.h.positions * p.w.positions;
-        // Pixels from the item's first image and band row on.
-        p.blocks.run(block, phase_in, out, 0, (n1 - 1 - n0) * image_pixels + (j1 - j0) * p.w.positions, scratch);
+        for (int64_t n = n0; nchw && n < n1; ++n) {
+          k.transpose(tile.data() + (n - n0) * tile_image, block_width,
+                      gi + (n * channels + first_channel) * plane + r0 * in_w, plane, (r1 - r0) * in_w,
+                      first.channels(block));
+        }
       }
-      const int64_t r1 = std::min(s.h.in_size, r0 + band_rows);
-      for (int64_t n = n0; in_tile && n < n1; ++n) {
+      for (int64_t n = n0; whole_rows && n < n1; ++n) {
         const T* from = tile.data() + (n - n0) * tile_image;
-        if (nchw) {
-          k.transpose(from, block_width, gi + (n * channels + first_channel) * plane + r0 * in_w, plane,
-                      (r1 - r0) * in_w, first.channels(block));
-          continue;
-        }
-        T* to = gi + (n * plane + r0 * in_w) * channels + first_channel;
-        for (int64_t pixel = 0; pixel < (r1 - r0) * in_w; ++pixel, from += block_width, to += channels) {
-          copy_short(from, to, first.channels(block));
+        T* to = gi + (n * plane + r0 * in_w) * channels;
+        if (stream) {
+          k.stream_copy(from, to, (r1 - r0) * in_w * channels);
+        } else {
+          std::copy_n(from, (r1 - r0) * in_w * channels, to);
         }
       }
     }

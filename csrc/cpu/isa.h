@@ -272,6 +272,9 @@ struct KernelsFor {
   // planes to NHWC pixels and back.
   void (*transpose)(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                     int64_t cols);
+  // dst[i] = src[i] for i < count, dst on a vector boundary, by streaming
+  // stores (then a fence): a tile written out past the caches.
+  void (*stream_copy)(const T* src, T* dst, int64_t count);
   // Peak-throughput probe: `iterations` rounds of fma_chains independent vector
   // FMAs; returns a value that depends on all of them.
   int fma_chains;

@@ -2351,13 +2351,24 @@ struct Kernels {
     }
   }
 
+  static void stream_copy(const T* src, T* dst, int64_t count) {
+    int64_t i = 0;
+    for (; i + L <= count; i += L) {
+      V::stream(dst + i, V::load(src + i));
+    }
+    for (; i < count; ++i) {
+      dst[i] = src[i];
+    }
+    V::fence();
+  }
+
   template <typename Out>
   static constexpr Out table() {
     return {L, kConvVectors, &conv_pixels<>,
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             weight_grad_shape<kShortBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
-            &depthwise_weight_grad, &transpose, kChains, &fma_loop, &column_sums, &sum,
+            &depthwise_weight_grad, &transpose, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
