@@ -773,6 +773,13 @@ int64_t interleaved_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at::T
   return gathers_group_bands(src, c.groups) ? c.interleaved_groups(k.lanes, sizeof(T)) : 1;
 }
 
+// Whether convolution c of src runs on the lane-group kernels: where they
+// apply (use_lane_groups) and the groups do not pair up in dense blocks.
+template <typename T>
+bool runs_lane_groups(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor& src) {
+  return use_lane_groups(c, k.lanes) && interleaved_bands<T>(k, c, src) == 1;
+}
+
 // A grouped layer's (N, C, H, W) tensor, channels-last or in NCHW planes,
 // read as group images in bands (gather); with interleave > 1, a group
 // image holds that many of the layer's groups, their channels interleaved in
@@ -832,10 +839,12 @@ struct GroupedSource {
         copy_short(from, to, per_group);
       }
     };
-    const T* const origin = data + n * image + (first_row - pad_top) * row;  // at row 0 of the tile, column 0
+    // Column 0 of the tensor's row under the tile's row r (inside rows only:
+    // no pointer before the tensor is formed).
+    const auto src_row = [&](int64_t r) { return data + n * image + (first_row + r - pad_top) * row; };
     if (channel == 1) {
       for (int64_t r = first_inside; r < end_inside; ++r) {
-        const T* from = origin + r * row + first_x * pixel;
+        const T* from = src_row(r) + first_x * pixel;
         T* to = tile + (r * buffer_w + left) * per_group;
         for (int64_t x = left; x < right; ++x, from += pixel, to += per_group) {
           for (int64_t g = 0; g < groups; ++g) {
@@ -850,7 +859,7 @@ struct GroupedSource {
     for (int64_t r0 = first_inside; r0 < end_inside; r0 += run) {
       const int64_t count = std::min(run, end_inside - r0);
       for (int64_t g = 0; g < groups; ++g) {
-        k.transpose(origin + r0 * row + g * per_group * channel, channel, scratch.data(), per_group, per_group,
+        k.transpose(src_row(r0) + g * per_group * channel, channel, scratch.data(), per_group, per_group,
                     (count - 1) * row + width);
         for (int64_t r = r0; r < r0 + count; ++r) {
           const T* from = scratch.data() + ((r - r0) * width + first_x) * per_group;
@@ -1312,7 +1321,7 @@ at::Tensor convolve(const KernelsFor<T>& k, const ConvNhwc& c, const at::Tensor&
     return in_layout<T>(k, tap_planes<T>(k, c, taps, src, weight, bias, transposed), format);
   }
   const int64_t interleave = interleaved_bands<T>(k, c, src);
-  const bool lane_groups = interleave == 1 && use_lane_groups(c, k.lanes);  // which the two above exclude
+  const bool lane_groups = runs_lane_groups<T>(k, c, src);  // which the two above exclude
   const bool planar = interleave == 1 && !lane_groups && use_planar(c, k);
   const bool nchw = format == at::MemoryFormat::Contiguous && !lane_groups;
   at::Tensor result = at::empty(
@@ -1516,7 +1525,7 @@ at::Tensor conv2d_forward_simd(const Conv2dShape& s, const at::Tensor& input,
   }
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
-  if (use_lane_groups(c, k.lanes) && interleaved_bands<T>(k, c, input) == 1) {
+  if (runs_lane_groups<T>(k, c, input)) {
     const ConvNhwc unpadded = c.unpadded(s.h.in_size, s.w.in_size, s.h.pad, s.w.pad);
     return lane_group_conv<T>(k, unpadded, input, weight, bias, false, format);
   }
@@ -1831,8 +1840,7 @@ at::Tensor conv2d_backward_input_simd(const Conv2dShape& s, const at::Tensor& gr
                                       at::MemoryFormat format) {
   const KernelsFor<T>& k = active_isa().get<T>();
   const ConvNhwc c = ConvNhwc::forward(s);
-  if (use_lane_groups(c, k.lanes) && interleaved_bands<T>(k, c, grad_output) == 1 && s.h.stride == 1 &&
-      s.w.stride == 1) {
+  if (runs_lane_groups<T>(k, c, grad_output) && s.h.stride == 1 && s.w.stride == 1) {
     // No zeros to spread in: the forward kernel, its padding (which may be
     // negative: a crop) skipped, by the flipped weights.
     const InputPhase h = input_phases(s.h).front(), w = input_phases(s.w).front();
