@@ -618,6 +618,36 @@ def test_streamed_outputs_match_torch(channels, width, stride, dtype, layout, cp
     )
 
 
+@pytest.mark.parametrize("out_channels", [64, 80, 144])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("chunks", [False, True], ids=["one_chunk", "chunks"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_dense_streamed_outputs_match_torch(out_channels, groups, stride, chunks, dtype, layout, cpu_isa,
+                                            streaming_stores, monkeypatch):
+    """Dense outputs written by streaming stores: channels_last from the
+    kernels (the forward, whole or a grouped layer's bands, the stride-1
+    input gradient, the strided one's phases in place, pixels a stride
+    apart), NCHW by the transposes out of their tiles (planes of whole
+    vectors: 8 x 32 and 4 x 16 pixels). Whole blocks stream, a block of
+    fewer channels (80 = 64 + 16) stores plainly, and so does a whole block
+    off a vector boundary (the second of two groups of 72 channels); with
+    several chunks of input channels only the last one's sums stream, the
+    earlier ones stored and read back."""
+    if chunks:
+        monkeypatch.setenv("CONVEXT_CPU_CHUNK_BYTES", "4096")
+    in_channels = 48
+    x = with_layout(torch.randn(2, in_channels, 8, 32, dtype=dtype), layout).requires_grad_()
+    w = torch.randn(out_channels, in_channels // groups, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(out_channels, dtype=dtype, requires_grad=True)
+    assert_same_results(
+        lambda x, w, b: convext.conv2d(x, w, b, stride, 1, 1, groups),
+        lambda x, w, b: F.conv2d(x, w, b, stride, 1, 1, groups),
+        [x, w, b],
+    )
+
+
 @pytest.mark.parametrize("out_w", [16, 20, 32, 45])
 @pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (1, 2, 0), (1, 1, 3), (2, 1, 1), (3, 2, 2)])
 def test_depthwise_planes_match_torch(out_w, stride, dilation, padding, cpu_isa):

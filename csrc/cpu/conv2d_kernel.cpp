@@ -554,6 +554,15 @@ template <typename T>
 struct PixelPlacement {
   T* data;                    // the range's first pixel's output, at the block's first channel
   int64_t pixel, row, image;  // elements between output pixels, rows and images
+  // By streaming stores (ConvPixelsArgs::stream; the last chunk's sums, of
+  // whole blocks): where the output is large (streaming_stores), a plain
+  // store that misses the cache reads its line first. Channels_last on
+  // AVX-512, alternating processes against torch: 1x1 256 -> 64 @56 input
+  // gradient (25.7 MB) 0.83-0.84x -> 1.05-1.07x, ResNeXt's 3x3 8 x 256 g32
+  // @28 forward 0.96-0.97x -> 1.15-1.16x and input gradient 0.91-0.96x ->
+  // 1.14x, its 3x3/2 @56 forward 1.37x -> 1.59-1.62x, 3x3/2 128 @56 input
+  // gradient 0.96-0.98x -> 1.02-1.03x; 3x3 64 @56 within noise.
+  bool stream = false;
 };
 
 // Dense convolution c's blocks of output channels (Blocking) with their
@@ -578,6 +587,15 @@ class DenseBlocks {
   }
   int64_t channels(int64_t block) const {
     return std::min(blocking_.width, c_.out_per_group - block % blocking_.per_group * blocking_.width);
+  }
+
+  // Whether the kernel writes chunk `chunk` of block `block` by streaming
+  // stores: out's are (whole vectors on vector boundaries, when its pixels
+  // are), the chunk is the last, and the block's channels are whole vectors
+  // from a vector boundary (a group's block of 64 after a group of 72 is not).
+  bool streams(const PixelPlacement<T>& out, int64_t block, int64_t chunk) const {
+    return out.stream && chunk + 1 == blocking_.chunks && channels(block) == blocking_.width &&
+           first_channel(block) % k_.lanes == 0;
   }
 
   // A thread's buffers for blocks that it packs itself.
@@ -607,7 +625,8 @@ class DenseBlocks {
                       std::min(blocking_.chunk, c_.in_per_group - first_ic), c_.kernel_h, c_.kernel_w,
                       c_.stride_h, c_.stride_w, c_.dilation_h, c_.dilation_w, weights, bias, out.data, out.pixel,
                       out.row, out.image, c_.out_w, c_.out_h * c_.out_w, begin, end, channels(block),
-                      blocking_.vectors, chunk > 0, static_cast<int>(c_.interleave)});
+                      blocking_.vectors, chunk > 0, static_cast<int>(c_.interleave),
+                      streams(out, block, chunk)});
     }
   }
 
@@ -680,6 +699,10 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, co
   // NCHW forward 9.80-9.97 -> 9.27-9.55 ms, channels_last 9.74-10.06 ->
   // 9.22-9.57, input gradient 10.3-11.5 -> 9.5-10.4 and 9.77-9.96 -> 9.34-9.62.
   const DenseBlocks<T> blocks(k, c, weight, bias, transposed, image_groups * runs == 1);
+  // A large output goes out past the caches (PixelPlacement::stream): NHWC
+  // from the kernels, NCHW planes by the tiles' transposes.
+  const bool stream = streaming_stores(output, c.batch * image_out, nchw_output ? pixels : out_c, k.lanes, sizeof(T));
+  const auto transpose_out = stream ? k.stream_transpose : k.transpose;
   const NhwcInput<T> in = NhwcInput<T>::of(c, input);
   const int64_t width = blocks.width();
   const auto run_item = [&](int64_t item, std::vector<T>& tile, typename DenseBlocks<T>::Scratch& scratch) {
@@ -694,13 +717,13 @@ void convolve_nhwc(const KernelsFor<T>& k, const ConvNhwc& c, const T* input, co
     const PixelPlacement<T> out =
         nchw_output ? PixelPlacement<T>{tile.data(), width, c.out_w * width, pixels * width}
                     : PixelPlacement<T>{output + first_pixel * out_c + first_channel, out_c, c.out_w * out_c,
-                                        image_out};
+                                        image_out, stream};
     blocks.run(block, in, out, first_pixel, end_pixel, scratch);
     for (int64_t image = first_image; nchw_output && image < last_image; ++image) {
       const int64_t begin = std::max(first_pixel, image * pixels), end = std::min(end_pixel, (image + 1) * pixels);
-      k.transpose(tile.data() + (begin - first_pixel) * width, width,
-                  output + (image * out_c + first_channel) * pixels + begin - image * pixels, pixels, end - begin,
-                  blocks.channels(block));
+      transpose_out(tile.data() + (begin - first_pixel) * width, width,
+                    output + (image * out_c + first_channel) * pixels + begin - image * pixels, pixels, end - begin,
+                    blocks.channels(block));
     }
   };
   const int64_t tile_size = nchw_output ? images_per_item * std::min(pixels, run_length) * width : 0;
@@ -905,6 +928,9 @@ void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at:
   const DenseBlocks<T> blocks(k, c, weight, bias, transposed, false);
   const int64_t out_c = c.out_channels(), pixels = c.out_h * c.out_w;
   const GroupedSource<T> source(k, src, c.groups, c.interleave);
+  const bool stream =
+      streaming_stores(output, c.batch * pixels * out_c, nchw_output ? pixels : out_c, k.lanes, sizeof(T));
+  const auto transpose_out = stream ? k.stream_transpose : k.transpose;
   parallel_ranges(
       c.batch * bands, band * c.out_w * c.kernel_h * c.kernel_w * per_group * out_c, [&](int64_t begin, int64_t end) {
         std::vector<T> tile(input_rows(band) * row_elements);
@@ -918,12 +944,12 @@ void convolve_grouped_bands(const KernelsFor<T>& k, const ConvNhwc& c, const at:
           T* const band_output = nchw_output ? out_tile.data() : output + (n * pixels + first_row * c.out_w) * out_c;
           for (int64_t block = 0; block < blocks.count(); ++block) {
             const PixelPlacement<T> out{band_output + blocks.first_channel(block), out_c, c.out_w * out_c,
-                                        pixels * out_c};
+                                        pixels * out_c, stream && !nchw_output};
             blocks.run(block, in, out, 0, rows * c.out_w, scratch);
           }
           if (nchw_output) {
-            k.transpose(out_tile.data(), out_c, output + n * out_c * pixels + first_row * c.out_w, pixels,
-                        rows * c.out_w, out_c);
+            transpose_out(out_tile.data(), out_c, output + n * out_c * pixels + first_row * c.out_w, pixels,
+                          rows * c.out_w, out_c);
           }
         }
       });
@@ -1695,6 +1721,9 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
                               kMaxRowsTileBytes;
   const bool in_tile = nchw || whole_rows;
   const bool stream = whole_rows && streaming_stores(gi, grad_input.numel(), in_w * channels, k.lanes, sizeof(T));
+  const bool stream_in_place = !in_tile && streaming_stores(gi, grad_input.numel(), channels, k.lanes, sizeof(T));
+  const auto transpose_out =
+      nchw && streaming_stores(gi, grad_input.numel(), plane, k.lanes, sizeof(T)) ? k.stream_transpose : k.transpose;
   const int64_t item_blocks = whole_rows ? blocks : 1, tile_width = whole_rows ? channels : block_width;
   const int64_t image_groups = ceil_div(s.batch, images_per_item), tile_image = band_rows * in_w * tile_width;
   int64_t item_weights = 0;
@@ -1751,7 +1780,8 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
               in_tile ? PixelPlacement<T>{block_tile + at_row * tile_width, s.w.stride * tile_width,
                                           s.h.stride * in_w * tile_width, tile_image}
                       : PixelPlacement<T>{gi + ((n0 * s.h.in_size + r0) * in_w + at_row) * channels + first_channel,
-                                          s.w.stride * channels, s.h.stride * in_w * channels, plane * channels};
+                                          s.w.stride * channels, s.h.stride * in_w * channels, plane * channels,
+                                          stream_in_place};
           NhwcInput<T> phase_in = in;
           phase_in.data += p.first_row * in.row + p.first_col * in.pixel;
           const int64_t image_pixels = p.h.positions * p.w.positions;
@@ -1759,9 +1789,9 @@ std::optional<at::Tensor> dense_phases_in_bands(const KernelsFor<T>& k, const Co
           p.blocks.run(block, phase_in, out, 0, (n1 - 1 - n0) * image_pixels + (j1 - j0) * p.w.positions, scratch);
         }
         for (int64_t n = n0; nchw && n < n1; ++n) {
-          k.transpose(tile.data() + (n - n0) * tile_image, block_width,
-                      gi + (n * channels + first_channel) * plane + r0 * in_w, plane, (r1 - r0) * in_w,
-                      first.channels(block));
+          transpose_out(tile.data() + (n - n0) * tile_image, block_width,
+                        gi + (n * channels + first_channel) * plane + r0 * in_w, plane, (r1 - r0) * in_w,
+                        first.channels(block));
         }
       }
       for (int64_t n = n0; whole_rows && n < n1; ++n) {

@@ -37,6 +37,9 @@ struct ConvPixelsArgs {
   // pixels ([ic][group], input_pixel = in_channels * interleave elements).
   // Outputs are written in channel order.
   int interleave;
+  // Outputs by streaming stores (whole vectors on vector boundaries: the
+  // block's channels fill it), fenced when the call ends.
+  bool stream;
 };
 
 // A tile of a weight gradient for one kernel tap: a WeightGradTile's
@@ -272,6 +275,10 @@ struct KernelsFor {
   // planes to NHWC pixels and back.
   void (*transpose)(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                     int64_t cols);
+  // transpose, its whole tiles' vectors that lie on a vector boundary stored
+  // by streaming stores (then a fence): a result written out past the caches.
+  void (*stream_transpose)(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
+                           int64_t cols);
   // dst[i] = src[i] for i < count, dst on a vector boundary, by streaming
   // stores (then a fence): a tile written out past the caches.
   void (*stream_copy)(const T* src, T* dst, int64_t count);

@@ -330,7 +330,14 @@ struct Kernels {
       for (int b = 0; b < NB; ++b) {
         acc[r][b] = reorder_groups<P, true>(acc[r][b]);
       }
-      store_first<NB>(out[r], acc[r], a.channels);
+      if (a.stream) {
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b) {
+          V::stream(out[r] + b * L, acc[r][b]);
+        }
+      } else {
+        store_first<NB>(out[r], acc[r], a.channels);
+      }
     }
   }
 
@@ -349,6 +356,9 @@ struct Kernels {
     }
     for (; p < a.pixel_end; ++p) {
       conv_block<NB, 1, P>(a, walk);
+    }
+    if (a.stream) {
+      V::fence();
     }
   }
 
@@ -1578,9 +1588,12 @@ struct Kernels {
   // in one process), the rows past the last whole tile element by element;
   // fewer than L rows into packed columns (an NCHW image of few channels into
   // NHWC) go through transpose_into_packed_columns.
+  // Stream: whole tiles' vectors that lie on a vector boundary go out by
+  // streaming stores (then a fence), for outputs that do not stay in cache.
+  template <bool Stream = false>
   static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                         int64_t cols) {
-    if (rows < L && dst_row == rows && cols >= L) {
+    if (!Stream && rows < L && dst_row == rows && cols >= L) {
       return transpose_into_packed_columns(src, src_row, dst, rows, cols);
     }
     const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
@@ -1590,7 +1603,7 @@ struct Kernels {
     const int64_t src_end = (rows - 1) * src_row + cols;
     for (int64_t i0 = 0; i0 < full_rows; i0 += L) {
       for (int64_t j0 = 0; j0 < full_cols; j0 += L) {
-        transpose_tile<false>(src + i0 * src_row + j0, src_row, 0, dst + j0 * dst_row + i0, dst_row, L);
+        transpose_tile<false, Stream>(src + i0 * src_row + j0, src_row, 0, dst + j0 * dst_row + i0, dst_row, L);
       }
       if (full_cols < cols) {
         const int64_t origin = i0 * src_row + full_cols;
@@ -1603,11 +1616,14 @@ struct Kernels {
         dst[j * dst_row + i] = src[i * src_row + j];
       }
     }
+    if constexpr (Stream) {
+      V::fence();
+    }
   }
 
   // One L x L tile of transpose(), of which only the first `cols` columns are
   // stored; Ragged: fewer than L, and src[0, readable) may be read.
-  template <bool Ragged>
+  template <bool Ragged, bool Stream = false>
   static void transpose_tile(const T* src, int64_t src_row, int64_t readable, T* dst, int64_t dst_row,
                              int64_t cols) {
     vec tile[L];
@@ -1619,7 +1635,9 @@ struct Kernels {
     transpose_stage<0>(tile);
 #pragma GCC unroll 16
     for (int j = 0; j < L; ++j) {
-      if (!Ragged || j < cols) {
+      if (Stream && reinterpret_cast<std::uintptr_t>(dst + j * dst_row) % Bytes == 0) {
+        V::stream(dst + j * dst_row, tile[j]);
+      } else if (!Ragged || j < cols) {
         V::store(dst + j * dst_row, tile[j]);
       }
     }
@@ -2368,7 +2386,7 @@ struct Kernels {
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             weight_grad_shape<kShortBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
-            &depthwise_weight_grad, &transpose, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
+            &depthwise_weight_grad, &transpose<>, &transpose<true>, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
