@@ -629,10 +629,11 @@ def test_dense_streamed_outputs_match_torch(out_channels, groups, stride, chunks
     """Dense outputs written by streaming stores: channels_last from the
     kernels (the forward, whole or a grouped layer's bands, the stride-1
     input gradient, the strided one's phases in place, pixels a stride
-    apart), NCHW by the transposes out of their tiles (planes of whole
-    vectors: 8 x 32 and 4 x 16 pixels). Whole blocks stream, a block of
-    fewer channels (80 = 64 + 16) stores plainly, and so does a whole block
-    off a vector boundary (the second of two groups of 72 channels); with
+    apart), NCHW by the transposes out of their tiles on AVX-512 (planes of
+    whole vectors: 8 x 32 and 4 x 16 pixels). Blocks of whole cache lines
+    stream, a block of fewer channels (80 = 64 + 16) stores plainly, and so
+    does a whole block off a line boundary (the second of two groups of 72
+    channels); with
     several chunks of input channels only the last one's sums stream, the
     earlier ones stored and read back."""
     if chunks:

@@ -548,6 +548,8 @@ struct NhwcInput {
   }
 };
 
+constexpr int64_t kCacheLine = 64;  // bytes
+
 // Where a dense kernel call writes its output pixels: anywhere that strides
 // reach (a flat NHWC output, a tile, every stride-th pixel of grad_input).
 template <typename T>
@@ -590,12 +592,16 @@ class DenseBlocks {
   }
 
   // Whether the kernel writes chunk `chunk` of block `block` by streaming
-  // stores: out's are (whole vectors on vector boundaries, when its pixels
-  // are), the chunk is the last, and the block's channels are whole vectors
-  // from a vector boundary (a group's block of 64 after a group of 72 is not).
+  // stores: out's are, the chunk is the last, and every pixel's block is
+  // whole cache lines (a group's block of 64 channels after a group of 72 is
+  // not on a line boundary; AVX2's one-vector blocks are half lines, whose
+  // streaming stores ran ResNeXt's 3x3 8 x 256 g32 @28 channels_last forward
+  // in 2.22-2.35 ms against 1.93-2.09 plain on the AVX2 kernels of the Zen 4).
   bool streams(const PixelPlacement<T>& out, int64_t block, int64_t chunk) const {
+    const auto whole_lines = [](int64_t elements) { return elements * int64_t{sizeof(T)} % kCacheLine == 0; };
     return out.stream && chunk + 1 == blocking_.chunks && channels(block) == blocking_.width &&
-           first_channel(block) % k_.lanes == 0;
+           whole_lines(blocking_.width) && reinterpret_cast<std::uintptr_t>(out.data) % kCacheLine == 0 &&
+           whole_lines(out.pixel) && whole_lines(out.row) && whole_lines(out.image);
   }
 
   // A thread's buffers for blocks that it packs itself.

@@ -277,6 +277,8 @@ struct KernelsFor {
                     int64_t cols);
   // transpose, its whole tiles' vectors that lie on a vector boundary stored
   // by streaming stores (then a fence): a result written out past the caches.
+  // Only where a vector is a cache line (AVX-512); a narrower one would leave
+  // the rest of its line to the next row of tiles, plain transpose there.
   void (*stream_transpose)(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                            int64_t cols);
   // dst[i] = src[i] for i < count, dst on a vector boundary, by streaming

@@ -2386,7 +2386,7 @@ struct Kernels {
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             weight_grad_shape<kShortBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
-            &depthwise_weight_grad, &transpose<>, &transpose<true>, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
+            &depthwise_weight_grad, &transpose<>, &transpose<Bytes == 64>, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
