@@ -618,6 +618,22 @@ def test_streamed_outputs_match_torch(channels, width, stride, dtype, layout, cp
     )
 
 
+@pytest.mark.parametrize("out_channels", [16, 32, 48, 64])
+@pytest.mark.parametrize("pixels", [1, 3, 4, 7, 8, 11, 12, 13, 20, 23])
+def test_dense_register_block_tails_match_torch(out_channels, pixels, cpu_isa):
+    """A run of pixels the dense kernels' register blocks (3 to 12 pixels, by
+    block width and ISA) do not divide: the rest in blocks of 4 (two after
+    blocks of 12 or 9) and single pixels, one channels_last image row of
+    `pixels` outputs per call."""
+    x = torch.randn(1, 12, 3, pixels).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(out_channels, 12, 3, 3, requires_grad=True)
+    assert_same_results(
+        lambda x, w: convext.conv2d(x, w, None, 1, (0, 1)),
+        lambda x, w: F.conv2d(x, w, None, 1, (0, 1)),
+        [x, w],
+    )
+
+
 @pytest.mark.parametrize("out_channels", [64, 80, 144])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("stride", [1, 2])
