@@ -37,8 +37,8 @@ struct ConvPixelsArgs {
   // pixels ([ic][group], input_pixel = in_channels * interleave elements).
   // Outputs are written in channel order.
   int interleave;
-  // Outputs by streaming stores (whole vectors on vector boundaries: the
-  // block's channels fill it), fenced when the call ends.
+  // Outputs by streaming stores, fenced when the call ends: every pixel's
+  // block of channels whole cache lines (full, on line boundaries).
   bool stream;
 };
 

@@ -1592,11 +1592,12 @@ struct Kernels {
   // fewer than L rows into packed columns (an NCHW image of few channels into
   // NHWC) go through transpose_into_packed_columns.
   // Stream: whole tiles' vectors that lie on a vector boundary go out by
-  // streaming stores (then a fence), for outputs that do not stay in cache.
+  // streaming stores (then a fence), for outputs that do not stay in cache
+  // (packed columns store plainly).
   template <bool Stream = false>
   static void transpose(const T* src, int64_t src_row, T* dst, int64_t dst_row, int64_t rows,
                         int64_t cols) {
-    if (!Stream && rows < L && dst_row == rows && cols >= L) {
+    if (rows < L && dst_row == rows && cols >= L) {
       return transpose_into_packed_columns(src, src_row, dst, rows, cols);
     }
     const int64_t full_rows = rows / L * L, full_cols = cols / L * L;
