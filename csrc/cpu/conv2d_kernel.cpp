@@ -548,8 +548,6 @@ struct NhwcInput {
   }
 };
 
-constexpr int64_t kCacheLine = 64;  // bytes
-
 // Where a dense kernel call writes its output pixels: anywhere that strides
 // reach (a flat NHWC output, a tile, every stride-th pixel of grad_input).
 template <typename T>
@@ -598,9 +596,9 @@ class DenseBlocks {
   // streaming stores ran ResNeXt's 3x3 8 x 256 g32 @28 channels_last forward
   // in 2.22-2.35 ms against 1.93-2.09 plain on the AVX2 kernels of the Zen 4).
   bool streams(const PixelPlacement<T>& out, int64_t block, int64_t chunk) const {
-    const auto whole_lines = [](int64_t elements) { return elements * int64_t{sizeof(T)} % kCacheLine == 0; };
+    const auto whole_lines = [](int64_t elements) { return elements * int64_t{sizeof(T)} % kCacheLineBytes == 0; };
     return out.stream && chunk + 1 == blocking_.chunks && channels(block) == blocking_.width &&
-           whole_lines(blocking_.width) && reinterpret_cast<std::uintptr_t>(out.data) % kCacheLine == 0 &&
+           whole_lines(blocking_.width) && reinterpret_cast<std::uintptr_t>(out.data) % kCacheLineBytes == 0 &&
            whole_lines(out.pixel) && whole_lines(out.row) && whole_lines(out.image);
   }
 

@@ -7,6 +7,10 @@
 
 namespace convext::cpu {
 
+// Bytes per cache line on the x86-64 CPUs the kernels target: what prefetches
+// name, and what a streaming store must fill whole.
+constexpr int64_t kCacheLineBytes = 64;
+
 // A run of output pixels of a dense convolution (flat over images and rows, so
 // narrow and small outputs still fill whole register blocks), for one block of
 // output channels, from a zero-padded NHWC input: no bounds checks needed.

@@ -135,7 +135,7 @@ struct Kernels {
   // them (the last is named too, for a range that does not start on a line).
   template <int Write, typename U>
   static void prefetch_lines(const U* p, int64_t count) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(U));
+    constexpr int64_t kLine = convext::cpu::kCacheLineBytes / static_cast<int64_t>(sizeof(U));
     for (int64_t i = 0; i < count; i += kLine) {
       __builtin_prefetch(p + i, Write);
     }
@@ -1639,9 +1639,12 @@ struct Kernels {
     transpose_stage<0>(tile);
 #pragma GCC unroll 16
     for (int j = 0; j < L; ++j) {
+      if (Ragged && j >= cols) {
+        continue;
+      }
       if (Stream && reinterpret_cast<std::uintptr_t>(dst + j * dst_row) % Bytes == 0) {
         V::stream(dst + j * dst_row, tile[j]);
-      } else if (!Ragged || j < cols) {
+      } else {
         V::store(dst + j * dst_row, tile[j]);
       }
     }
@@ -2390,7 +2393,8 @@ struct Kernels {
             weight_grad_shape<kWideBroadcasts, 2>(), weight_grad_shape<2 * kWideBroadcasts, 1>(),
             weight_grad_shape<kShortBroadcasts, 1>(),
             &depthwise_pixels<>, &depthwise_input_grad, kPointwiseChannels, &pointwise, &tap_sums, PB, &planar_rows, &planar_weight_grad, &depthwise_plane, &depthwise_plane_weight_grad,
-            &depthwise_weight_grad, &transpose<>, &transpose<Bytes == 64>, &stream_copy, kChains, &fma_loop, &column_sums, &sum,
+            &depthwise_weight_grad, &transpose<>, &transpose<Bytes == convext::cpu::kCacheLineBytes>, &stream_copy,
+            kChains, &fma_loop, &column_sums, &sum,
             &max_pool, &max_pool_backward, &avg_pool, &avg_pool_backward};
   }
 };
